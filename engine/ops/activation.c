@@ -1,0 +1,142 @@
+/* activation.c — pointwise activations with PyTorch's definitions, and the API's
+ * softmax.
+ *
+ * Every conv and linear ends with a pass over its output through here, so the cheap
+ * kinds (ReLU family) are written with 8-wide GNU vector types: the build targets
+ * baseline x86-64 at -O2, where GCC vectorises no plain loop, and on x86-64 an
+ * AVX2 clone of the function is chosen at load time.  The transcendental kinds call
+ * libm per element (expf, erff, tanhf: within an ulp or two of PyTorch's own); their
+ * cost is the libm call, not the loop.  Pure functions, no state, any thread.
+ */
+#include "engine/engine.h"
+#include "engine/ops/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define OPS_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define OPS_SIMD_CLONES
+#endif
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
+static float sigmoid1(float x)
+{
+    /* exp of a non-positive argument only: neither branch overflows for large |x|. */
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* x[i] = act(x[i] + bias).  A NaN input stays NaN in every kind, as in PyTorch:
+ * the vector selects test "x < 0" (false for NaN) rather than "x > 0". */
+OPS_SIMD_CLONES
+void act_apply_bias(act_kind kind, float alpha, float bias, float *x, size_t n)
+{
+    const v8f vb = {bias, bias, bias, bias, bias, bias, bias, bias};
+    const v8f zero = {0};
+    const v8f six = {6, 6, 6, 6, 6, 6, 6, 6};
+    const v8f va = {alpha, alpha, alpha, alpha, alpha, alpha, alpha, alpha};
+    size_t i = 0;
+
+    switch (kind) {
+    case ACT_NONE:
+        if (bias == 0.0f)
+            return;
+        for (; i + 8 <= n; i += 8) {
+            v8f v;
+            memcpy(&v, x + i, sizeof v);
+            v += vb;
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++)
+            x[i] += bias;
+        return;
+    case ACT_RELU:
+        for (; i + 8 <= n; i += 8) {
+            v8f v;
+            memcpy(&v, x + i, sizeof v);
+            v += vb;
+            v = (v8f)((v8i)v & ~(v < zero));
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++) {
+            float v = x[i] + bias;
+            x[i] = v < 0.0f ? 0.0f : v;
+        }
+        return;
+    case ACT_RELU6:
+        for (; i + 8 <= n; i += 8) {
+            v8f v;
+            memcpy(&v, x + i, sizeof v);
+            v += vb;
+            v = (v8f)((v8i)v & ~(v < zero));
+            v8i big = v > six;
+            v = (v8f)(((v8i)v & ~big) | ((v8i)six & big));
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++) {
+            float v = x[i] + bias;
+            x[i] = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+        }
+        return;
+    case ACT_LEAKY_RELU:
+        for (; i + 8 <= n; i += 8) {
+            v8f v;
+            memcpy(&v, x + i, sizeof v);
+            v += vb;
+            v8i neg = v < zero;
+            v = (v8f)(((v8i)v & ~neg) | ((v8i)(v * va) & neg));
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++) {
+            float v = x[i] + bias;
+            x[i] = v < 0.0f ? alpha * v : v;
+        }
+        return;
+    case ACT_ELU:
+        for (; i < n; i++) {
+            float v = x[i] + bias;
+            x[i] = v > 0.0f ? v : alpha * expm1f(v);
+        }
+        return;
+    case ACT_SIGMOID:
+        for (; i < n; i++)
+            x[i] = sigmoid1(x[i] + bias);
+        return;
+    case ACT_TANH:
+        for (; i < n; i++)
+            x[i] = tanhf(x[i] + bias);
+        return;
+    case ACT_GELU:
+        for (; i < n; i++) {
+            float v = x[i] + bias;
+            x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        }
+        return;
+    case ACT_SILU:
+        for (; i < n; i++) {
+            float v = x[i] + bias;
+            x[i] = v * sigmoid1(v);
+        }
+        return;
+    }
+    /* An act_kind outside the enum is a programming error upstream (the model
+     * loader maps names to kinds); leaving x untouched is the least harmful answer. */
+}
+
+void act_apply(act_kind kind, float alpha, float *x, size_t n)
+{
+    /* Adding a zero bias is exact except that it turns -0 into +0, which no
+     * activation here distinguishes (ReLU(-0) is -0 in PyTorch, 0 == -0 compares equal). */
+    act_apply_bias(kind, alpha, 0.0f, x, n);
+}
+
+void engine_softmax(float *x, int rows, int cols)
+{
+    softmax_rows(rows, cols, x);
+}

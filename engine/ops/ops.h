@@ -1,0 +1,98 @@
+/* ops.h — the engine's compute kernels.  Pure functions over caller-owned memory:
+ * no allocation, no globals, safe to call from any number of threads at once.
+ *
+ * Layout legend used throughout the engine: images (N,C,H,W), sequences (B,T,D),
+ * matrices row-major.  Every kernel that needs temporary memory takes a `scratch`
+ * pointer whose size in floats the matching *_scratch_floats() function tells.
+ */
+#ifndef MODELD_ENGINE_OPS_H
+#define MODELD_ENGINE_OPS_H
+
+#include <stddef.h>
+
+/* ---- activations --------------------------------------------------------- */
+
+typedef enum act_kind {
+    ACT_NONE = 0,
+    ACT_RELU,
+    ACT_RELU6,
+    ACT_LEAKY_RELU, /* alpha = negative slope */
+    ACT_ELU,        /* alpha */
+    ACT_SIGMOID,
+    ACT_TANH,
+    ACT_GELU,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+    ACT_SILU,
+} act_kind;
+
+/* In place over n floats. */
+void act_apply(act_kind kind, float alpha, float *x, size_t n);
+/* x[i] = act(x[i] + bias) in one pass: the per-channel epilogue of conv/linear. */
+void act_apply_bias(act_kind kind, float alpha, float bias, float *x, size_t n);
+
+/* ---- convolution ----------------------------------------------------------- */
+
+typedef struct conv2d_params {
+    int in_c, in_h, in_w;     /* per-sample input  (C,H,W) */
+    int out_c, out_h, out_w;  /* per-sample output (C,H,W); see conv2d_out_size */
+    int k_h, k_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dil_h, dil_w;
+    int groups;               /* in_c % groups == 0 and out_c % groups == 0 */
+} conv2d_params;
+
+/* Output extent along one axis, PyTorch's formula; <= 0 means the input is too small. */
+int conv2d_out_size(int in, int k, int stride, int pad, int dil);
+
+size_t conv2d_scratch_floats(const conv2d_params *p);
+/* x (N,in_c,in_h,in_w), w (out_c, in_c/groups, k_h, k_w), bias (out_c) or NULL,
+ * y (N,out_c,out_h,out_w).  The activation is applied to y before returning. */
+void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *w,
+                    const float *bias, act_kind act, float act_alpha, float *y,
+                    float *scratch);
+
+/* ---- linear ------------------------------------------------------------------ */
+
+/* x (N,in), w (out,in) as PyTorch stores it, bias (out) or NULL, y (N,out). */
+void linear_forward(int n, int in, int out, const float *x, const float *w,
+                    const float *bias, act_kind act, float act_alpha, float *y);
+
+/* ---- pooling ----------------------------------------------------------------- */
+
+typedef struct pool2d_params {
+    int c, in_h, in_w, out_h, out_w;
+    int k_h, k_w, stride_h, stride_w, pad_h, pad_w;
+    int count_include_pad; /* avg pool only */
+} pool2d_params;
+
+/* Output extent with PyTorch's ceil_mode rule (a window may not start in the
+ * right padding). */
+int pool2d_out_size(int in, int k, int stride, int pad, int ceil_mode);
+
+void maxpool2d_forward(const pool2d_params *p, int n, const float *x, float *y);
+void avgpool2d_forward(const pool2d_params *p, int n, const float *x, float *y);
+/* PyTorch's adaptive bins: start = floor(i*in/out), end = ceil((i+1)*in/out). */
+void adaptive_avgpool2d_forward(int n, int c, int in_h, int in_w, int out_h, int out_w,
+                                const float *x, float *y);
+
+/* ---- normalisation -------------------------------------------------------- */
+
+/* Folds y = (x - mean) / sqrt(var + eps) * gamma + beta into the preceding conv or
+ * linear: w (out_c, per_out) scaled in place per output channel, bias (out_c) written
+ * (it may start as zeros when the layer had none). */
+void batchnorm_fold(int out_c, int per_out, float *w, float *bias, const float *gamma,
+                    const float *beta, const float *mean, const float *var, float eps);
+/* Per-channel y = x * scale[c] + shift[c] over (N,C,spatial), in place; BN that
+ * follows no conv (scale/shift precomputed at load). */
+void channel_affine(int n, int c, int spatial, const float *scale, const float *shift,
+                    float *x);
+
+/* ---- elementwise / softmax ---------------------------------------------------- */
+
+/* y = a + b over n floats, then act; y may alias a or b. */
+void add_forward(size_t n, const float *a, const float *b, act_kind act, float act_alpha,
+                 float *y);
+/* Row-wise softmax over (rows, cols), numerically stable, in place. */
+void softmax_rows(int rows, int cols, float *x);
+
+#endif

@@ -1,0 +1,602 @@
+/* proto.c — the JSON side of the HTTP API.
+ *
+ * Owns the translation between request/response bodies and native structs: a
+ * classify body becomes a normalised (N,C,H,W) tensor plus top_k, and softmax rows
+ * become the predictions JSON.  Every check a request can fail is made here, with
+ * a message that says what was wrong and how to fix it, so the daemon behind it
+ * only ever sees valid jobs.
+ *
+ * Runs on HTTP threads, many at once; it keeps no state, so it needs no locks.
+ * It must never trust a size or count from the body before checking it against a
+ * limit, never abort on bad input, and never print.
+ *
+ * Base64: Debian has no C library that decodes strictly (libb64 skips characters
+ * it does not know, which would let garbage through as an image; libmodpbase64
+ * and others are not dependencies of this project and a new dependency means a
+ * configure.ac change), so RFC 4648 decoding is the 40 lines below, tested in
+ * tests/check_proto.c.
+ */
+#include <config.h>
+
+#include "proto/proto.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reals in responses: 6 significant digits are what a float32 probability holds
+ * usefully, and keep 0.97 from printing as 0.97000002861022949. */
+#define PROTO_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(6))
+
+__attribute__((format(printf, 3, 4))) static int perr(proto_error *err, int status,
+                                                      const char *fmt, ...)
+{
+    err->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number with a fraction";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "an unknown value";
+}
+
+/* ---- base64 ------------------------------------------------------------------- */
+
+static int b64_value(unsigned char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '+')
+        return 62;
+    if (ch == '/')
+        return 63;
+    return -1;
+}
+
+__attribute__((format(printf, 3, 4))) static bool b64_fail(char *why, size_t why_len,
+                                                           const char *fmt, ...)
+{
+    if (why != NULL && why_len > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, why_len, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+static bool b64_bad_char(unsigned char ch, size_t at, char *why, size_t why_len)
+{
+    if (ch == '-' || ch == '_')
+        return b64_fail(why, why_len,
+                        "'%c' at offset %zu is base64url; use the standard alphabet (+ and /)", ch,
+                        at);
+    if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t')
+        return b64_fail(why, why_len,
+                        "whitespace (0x%02x) at offset %zu; send one line without spaces", ch, at);
+    if (ch > 0x20 && ch < 0x7f)
+        return b64_fail(why, why_len, "invalid character '%c' at offset %zu", ch, at);
+    return b64_fail(why, why_len, "invalid byte 0x%02x at offset %zu", ch, at);
+}
+
+size_t proto_base64_max(size_t len) { return len / 4 * 3; }
+
+bool proto_base64_decode(const char *in, size_t len, uint8_t *out, size_t *out_len, char *why,
+                         size_t why_len)
+{
+    *out_len = 0;
+    if (len % 4 != 0)
+        return b64_fail(why, why_len, "length %zu is not a multiple of 4 (is '=' padding missing?)",
+                        len);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4], pad = 0;
+        for (int k = 0; k < 4; k++) {
+            unsigned char ch = (unsigned char)in[i + k];
+            if (ch == '=') {
+                /* Only the last group may pad, and only its last one or two places. */
+                if (i + 4 != len || k < 2)
+                    return b64_fail(why, why_len, "padding '=' at offset %zu before the end",
+                                    i + (size_t)k);
+                pad++;
+                v[k] = 0;
+                continue;
+            }
+            if (pad > 0)
+                return b64_fail(why, why_len, "data after padding at offset %zu", i + (size_t)k);
+            v[k] = b64_value(ch);
+            if (v[k] < 0)
+                return b64_bad_char(ch, i + (size_t)k, why, why_len);
+        }
+        /* Non-zero pad bits mean a non-canonical encoding: RFC 4648 3.5 lets a
+         * decoder refuse it, and a strict one should (it hides truncation). */
+        if ((pad == 1 && (v[2] & 0x3) != 0) || (pad == 2 && (v[1] & 0xf) != 0))
+            return b64_fail(why, why_len, "non-zero bits before the padding (not canonical base64)");
+        uint32_t triple = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+                          (uint32_t)v[3];
+        out[o++] = (uint8_t)(triple >> 16);
+        if (pad < 2)
+            out[o++] = (uint8_t)(triple >> 8);
+        if (pad < 1)
+            out[o++] = (uint8_t)triple;
+    }
+    *out_len = o;
+    return true;
+}
+
+/* ---- classify requests ------------------------------------------------------ */
+
+/* A base64 (or data URL) image string -> one (C,H,W) slot of the input tensor. */
+static int decode_image(const char *s, size_t len, const char *what, const image_preproc *pp,
+                        float *dst, proto_error *err)
+{
+    if (len >= 5 && memcmp(s, "data:", 5) == 0) {
+        const char *comma = memchr(s, ',', len);
+        if (comma == NULL)
+            return perr(err, 415, "%s: data URL without ','; expected data:image/png;base64,...",
+                        what);
+        size_t meta = (size_t)(comma - s);
+        if (meta < 12 || memcmp(comma - 7, ";base64", 7) != 0)
+            return perr(err, 415, "%s: data URL is not base64; expected data:image/png;base64,...",
+                        what);
+        len -= meta + 1;
+        s = comma + 1;
+    }
+    if (len == 0)
+        return perr(err, 415, "%s is empty: expected a base64-encoded PNG or JPEG", what);
+
+    uint8_t *bytes = malloc(proto_base64_max(len) + 1);
+    if (bytes == NULL)
+        return perr(err, 500, "out of memory decoding %s", what);
+    size_t n;
+    char why[160];
+    if (!proto_base64_decode(s, len, bytes, &n, why, sizeof why)) {
+        free(bytes);
+        return perr(err, 415, "%s is not valid base64: %s", what, why);
+    }
+    engine_err e;
+    engine_status st = image_to_tensor(bytes, n, pp, dst, &e);
+    free(bytes);
+    switch (st) {
+    case ENGINE_OK:
+        return 0;
+    case ENGINE_ERR_IMAGE:
+        return perr(err, 415, "%s could not be decoded as PNG or JPEG: %s", what, e.msg);
+    case ENGINE_ERR_INVALID:
+        return perr(err, 422, "%s: %s", what, e.msg);
+    case ENGINE_ERR_NOMEM:
+        return perr(err, 500, "out of memory decoding %s", what);
+    default:
+        return perr(err, 415, "%s: %s", what, e.msg);
+    }
+}
+
+static int pixel_value(const json_t *v, const char *where, uint8_t *out, proto_error *err)
+{
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        if (x < 0 || x > 255)
+            return perr(err, 422, "%s = %" JSON_INTEGER_FORMAT
+                                  " is out of range: pixel values are integers 0..255",
+                        where, x);
+        *out = (uint8_t)x;
+        return 0;
+    }
+    if (json_is_real(v))
+        return perr(err, 422, "%s = %g is not an integer: pixel values are integers 0..255", where,
+                    json_real_value(v));
+    return perr(err, 400, "%s must be an integer 0..255, got %s", where, type_name(v));
+}
+
+/* {"pixels": [H][W] or [H][W][C]} -> one (C,H,W) input.  The shape is taken from
+ * pixels[0] and pixels[0][0]; every other row and pixel must match it. */
+static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, proto_error *err)
+{
+    if (!json_is_array(p))
+        return perr(err, 400, "pixels must be an array of rows, [H][W] or [H][W][C]; got %s",
+                    type_name(p));
+    size_t h = json_array_size(p);
+    if (h == 0)
+        return perr(err, 422, "pixels is empty: expected [H][W] or [H][W][C] with H, W >= 1");
+    if (h > PROTO_MAX_PIXELS_SIDE)
+        return perr(err, 422, "pixels has %zu rows; at most %d", h, PROTO_MAX_PIXELS_SIDE);
+    const json_t *row0 = json_array_get(p, 0);
+    if (!json_is_array(row0))
+        return perr(err, 422,
+                    "pixels must be 2-D [H][W] or 3-D [H][W][C], but pixels[0] is %s, not a row",
+                    type_name(row0));
+    size_t w = json_array_size(row0);
+    if (w == 0)
+        return perr(err, 422, "pixels[0] is empty: rows need at least one pixel");
+    if (w > PROTO_MAX_PIXELS_SIDE)
+        return perr(err, 422, "pixels rows have %zu columns; at most %d", w,
+                    PROTO_MAX_PIXELS_SIDE);
+    if (h * w > (size_t)IMAGE_MAX_PIXELS)
+        return perr(err, 422, "pixels is %zu x %zu; at most %d pixels", h, w, IMAGE_MAX_PIXELS);
+    const json_t *p00 = json_array_get(row0, 0);
+    bool three_d = json_is_array(p00);
+    size_t c = three_d ? json_array_size(p00) : 1;
+    if (c != 1 && c != 3 && c != 4)
+        return perr(err, 422, "pixels[0][0] has %zu channels; use 1 (gray), 3 (RGB) or 4 (RGBA)",
+                    c);
+
+    uint8_t *px = malloc(h * w * c);
+    if (px == NULL)
+        return perr(err, 500, "out of memory reading pixels");
+    int status = 0;
+    char where[96];
+    for (size_t y = 0; y < h && status == 0; y++) {
+        const json_t *row = json_array_get(p, y);
+        if (!json_is_array(row)) {
+            status = perr(err, 422, "pixels[%zu] is %s; every row must be an array of %zu pixels",
+                          y, type_name(row), w);
+            break;
+        }
+        if (json_array_size(row) != w) {
+            status = perr(err, 422,
+                          "pixels[%zu] has %zu columns but pixels[0] has %zu: rows must be equal",
+                          y, json_array_size(row), w);
+            break;
+        }
+        for (size_t x = 0; x < w && status == 0; x++) {
+            const json_t *e = json_array_get(row, x);
+            uint8_t *dstpx = px + (y * w + x) * c;
+            if (!three_d) {
+                if (json_is_array(e)) {
+                    status = perr(err, 422,
+                                  "pixels[%zu][%zu] is an array but pixels[0][0] is a number: "
+                                  "use [H][W] or [H][W][C] throughout",
+                                  y, x);
+                    break;
+                }
+                snprintf(where, sizeof where, "pixels[%zu][%zu]", y, x);
+                status = pixel_value(e, where, dstpx, err);
+                continue;
+            }
+            if (!json_is_array(e) || json_array_size(e) != c) {
+                status = perr(err, 422,
+                              "pixels[%zu][%zu] must be an array of %zu channel values, "
+                              "like pixels[0][0]",
+                              y, x, c);
+                break;
+            }
+            for (size_t k = 0; k < c && status == 0; k++) {
+                snprintf(where, sizeof where, "pixels[%zu][%zu][%zu]", y, x, k);
+                status = pixel_value(json_array_get(e, k), where, dstpx + k, err);
+            }
+        }
+    }
+    if (status == 0) {
+        engine_err e;
+        engine_status st = image_pixels_to_tensor(px, (int)h, (int)w, (int)c, pp, dst, &e);
+        if (st == ENGINE_ERR_NOMEM)
+            status = perr(err, 500, "out of memory converting pixels");
+        else if (st != ENGINE_OK)
+            status = perr(err, 422, "pixels: %s", e.msg);
+    }
+    free(px);
+    return status;
+}
+
+static const char *const classify_fields[] = {"image", "images", "pixels", "top_k"};
+
+int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, int n_labels,
+                         int max_images, proto_classify_req *out, proto_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (len == 0)
+        return perr(err, 400, "empty body: send a JSON object such as "
+                              "{\"image\": \"<base64 PNG>\", \"top_k\": 5}");
+
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return perr(err, 400, "body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                    jerr.line, jerr.column);
+
+    int status = 0;
+    if (!json_is_object(root)) {
+        status = perr(err, 400, "body must be a JSON object with image, images or pixels; got %s",
+                      type_name(root));
+        goto done;
+    }
+
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof classify_fields / sizeof classify_fields[0]; i++)
+            known = known || strcmp(key, classify_fields[i]) == 0;
+        if (!known) {
+            status = perr(err, 400, "unknown field \"%.64s\"; allowed: image, images, pixels, top_k",
+                          key);
+            goto done;
+        }
+    }
+
+    const json_t *image = json_object_get(root, "image");
+    const json_t *images = json_object_get(root, "images");
+    const json_t *pixels = json_object_get(root, "pixels");
+    if ((image != NULL) + (images != NULL) + (pixels != NULL) != 1) {
+        status = perr(err, 400, "give exactly one of \"image\" (base64), \"images\" (array of "
+                                "base64) or \"pixels\" (array [H][W] or [H][W][C])");
+        goto done;
+    }
+
+    out->top_k = PROTO_DEFAULT_TOP_K;
+    const json_t *top_k = json_object_get(root, "top_k");
+    if (top_k != NULL) {
+        if (!json_is_integer(top_k)) {
+            status = perr(err, 400, "top_k must be a positive integer, got %s", type_name(top_k));
+            goto done;
+        }
+        if (json_integer_value(top_k) < 1) {
+            status = perr(err, 400, "top_k must be a positive integer, got %" JSON_INTEGER_FORMAT,
+                          json_integer_value(top_k));
+            goto done;
+        }
+        out->top_k = json_integer_value(top_k) > n_labels ? n_labels
+                                                          : (int)json_integer_value(top_k);
+    }
+    if (out->top_k > n_labels)
+        out->top_k = n_labels;
+
+    /* Types and counts first: cheap, and they bound the tensor allocated next. */
+    if (image != NULL) {
+        out->form = PROTO_FORM_IMAGE;
+        out->n = 1;
+        if (!json_is_string(image)) {
+            status = perr(err, 400, "image must be a base64 string, got %s", type_name(image));
+            goto done;
+        }
+    } else if (images != NULL) {
+        out->form = PROTO_FORM_IMAGES;
+        if (!json_is_array(images)) {
+            status = perr(err, 400, "images must be an array of base64 strings, got %s",
+                          type_name(images));
+            goto done;
+        }
+        size_t n = json_array_size(images);
+        if (n == 0) {
+            status = perr(err, 400, "images is empty: send at least one base64 image");
+            goto done;
+        }
+        if (n > (size_t)max_images) {
+            status = perr(err, 413, "too many images: %zu; this server takes at most %d per "
+                                    "request (max_images_per_request), split the request",
+                          n, max_images);
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (!json_is_string(json_array_get(images, i))) {
+                status = perr(err, 400, "images[%zu] must be a base64 string, got %s", i,
+                              type_name(json_array_get(images, i)));
+                goto done;
+            }
+        }
+        out->n = (int)n;
+    } else {
+        out->form = PROTO_FORM_PIXELS;
+        out->n = 1;
+    }
+
+    size_t chw = (size_t)pp->channels * (size_t)pp->height * (size_t)pp->width;
+    out->inputs = malloc((size_t)out->n * chw * sizeof *out->inputs);
+    if (out->inputs == NULL) {
+        status = perr(err, 500, "out of memory for %d input images", out->n);
+        goto done;
+    }
+
+    if (image != NULL) {
+        status = decode_image(json_string_value(image), json_string_length(image), "image", pp,
+                              out->inputs, err);
+    } else if (images != NULL) {
+        char what[32];
+        for (int i = 0; i < out->n && status == 0; i++) {
+            const json_t *s = json_array_get(images, (size_t)i);
+            snprintf(what, sizeof what, "images[%d]", i);
+            status = decode_image(json_string_value(s), json_string_length(s), what, pp,
+                                  out->inputs + (size_t)i * chw, err);
+        }
+    } else {
+        status = parse_pixels(pixels, pp, out->inputs, err);
+    }
+
+done:
+    json_decref(root);
+    if (status != 0)
+        proto_classify_req_free(out);
+    return status;
+}
+
+void proto_classify_req_free(proto_classify_req *req)
+{
+    free(req->inputs);
+    req->inputs = NULL;
+}
+
+/* ---- responses -------------------------------------------------------------- */
+
+/* A JSON string of s; text that is not valid UTF-8 has its bytes >= 0x80 and
+ * control bytes replaced by '?' rather than failing the whole response. */
+static json_t *jstr(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j != NULL || s == NULL)
+        return j;
+    size_t n = strlen(s);
+    char *copy = malloc(n + 1);
+    if (copy == NULL)
+        return NULL;
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        copy[i] = (ch == 0 || (ch >= 0x20 && ch < 0x7f)) ? (char)ch : '?';
+    }
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+/* Steals v; true if it was set (json_object_set_new frees v either way). */
+static bool set(json_t *obj, const char *key, json_t *v)
+{
+    return v != NULL && json_object_set_new(obj, key, v) == 0;
+}
+
+static char *dump(json_t *root)
+{
+    char *s = root ? json_dumps(root, PROTO_JSON_FLAGS) : NULL;
+    json_decref(root);
+    return s;
+}
+
+typedef struct scored {
+    float score;
+    int index;
+} scored;
+
+/* Descending score, ascending index on ties; NaN sorts last. */
+static int by_score_desc(const void *a, const void *b)
+{
+    const scored *x = a, *y = b;
+    bool xn = isnan(x->score), yn = isnan(y->score);
+    if (xn != yn)
+        return xn ? 1 : -1;
+    if (!xn && x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static json_t *predictions(const float *row, int k, int top_k, char *const *labels, scored *tmp)
+{
+    for (int j = 0; j < k; j++)
+        tmp[j] = (scored){row[j], j};
+    qsort(tmp, (size_t)k, sizeof *tmp, by_score_desc);
+    json_t *arr = json_array();
+    for (int t = 0; t < top_k && arr != NULL; t++) {
+        json_t *p = json_object();
+        double score = isfinite(tmp[t].score) ? (double)tmp[t].score : 0.0;
+        if (p == NULL || !set(p, "label", jstr(labels[tmp[t].index])) ||
+            !set(p, "index", json_integer(tmp[t].index)) || !set(p, "score", json_real(score))) {
+            json_decref(p);
+            p = NULL;
+        }
+        /* append_new steals p even when it fails. */
+        if (p == NULL || json_array_append_new(arr, p) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    return arr;
+}
+
+char *proto_format_classify(const char *model, proto_form form, const float *probs, int n,
+                            int k_classes, int top_k, char *const *labels, proto_error *err)
+{
+    if (top_k > k_classes)
+        top_k = k_classes;
+    scored *tmp = malloc((size_t)k_classes * sizeof *tmp);
+    json_t *root = json_object();
+    bool ok = tmp != NULL && root != NULL && set(root, "model", jstr(model));
+    if (ok && form == PROTO_FORM_IMAGES) {
+        json_t *results = json_array();
+        ok = set(root, "results", results);
+        for (int i = 0; i < n && ok; i++) {
+            json_t *r = json_object();
+            ok = r != NULL && set(r, "predictions",
+                                  predictions(probs + (size_t)i * (size_t)k_classes, k_classes,
+                                              top_k, labels, tmp));
+            if (!ok)
+                json_decref(r);
+            else
+                ok = json_array_append_new(results, r) == 0; /* steals r either way */
+        }
+    } else if (ok) {
+        ok = set(root, "predictions", predictions(probs, k_classes, top_k, labels, tmp));
+    }
+    free(tmp);
+    char *s = ok ? dump(root) : (json_decref(root), NULL);
+    if (s == NULL)
+        perr(err, 500, "out of memory formatting the response");
+    return s;
+}
+
+static json_t *model_json(const proto_model_info *m)
+{
+    json_t *o = json_object(), *in = json_object();
+    if (o == NULL || in == NULL || !set(in, "channels", json_integer(m->channels)) ||
+        !set(in, "height", json_integer(m->height)) || !set(in, "width", json_integer(m->width)) ||
+        !set(o, "name", jstr(m->name)) || !set(o, "kind", jstr(m->kind)) ||
+        !set(o, "ready", json_boolean(m->ready)) ||
+        !set(o, "architecture", jstr(m->architecture))) {
+        json_decref(in);
+        json_decref(o);
+        return NULL;
+    }
+    if (!set(o, "inputs", in) || !set(o, "classes", json_integer(m->classes)) ||
+        !set(o, "max_batch_size", json_integer(m->max_batch_size))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *proto_format_models(const proto_model_info *models, int n)
+{
+    json_t *root = json_object(), *arr = json_array();
+    if (root == NULL || !set(root, "models", arr)) {
+        json_decref(root);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        json_t *m = model_json(&models[i]);
+        if (m == NULL || json_array_append_new(arr, m) != 0) {
+            json_decref(root);
+            return NULL;
+        }
+    }
+    return dump(root);
+}
+
+char *proto_format_model(const proto_model_info *model) { return dump(model_json(model)); }
+
+char *proto_format_status(const char *status)
+{
+    json_t *root = json_object();
+    if (root == NULL || !set(root, "status", jstr(status))) {
+        json_decref(root);
+        return NULL;
+    }
+    return dump(root);
+}
+
+char *proto_format_error(const char *msg)
+{
+    json_t *root = json_object();
+    if (root == NULL || !set(root, "error", jstr(msg))) {
+        json_decref(root);
+        return NULL;
+    }
+    return dump(root);
+}
