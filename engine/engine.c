@@ -132,6 +132,11 @@ int engine_model_max_batch(const engine_model *m)
     return m->g.max_batch;
 }
 
+double engine_model_flops(const engine_model *m)
+{
+    return graph_flops(&m->g);
+}
+
 size_t engine_model_arena_bytes(const engine_model *m)
 {
     return graph_arena_bytes(&m->g);

@@ -68,6 +68,9 @@ void engine_model_free(engine_model *m);
 void engine_model_input_shape(const engine_model *m, int *channels, int *height, int *width);
 int engine_model_num_outputs(const engine_model *m);
 int engine_model_max_batch(const engine_model *m);
+/* Multiply-adds x 2 of one sample's forward pass (convolutions and linears), for
+ * reporting GFLOP/s. */
+double engine_model_flops(const engine_model *m);
 /* Bytes of per-session scratch (the arena) and of weights held outside the mmap. */
 size_t engine_model_arena_bytes(const engine_model *m);
 

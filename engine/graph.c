@@ -704,3 +704,18 @@ void graph_forward(const graph *g, int n, const float *x, float *y, float *regio
     const float *out = g->output == 0 ? x : region + g->value_offset[g->output];
     memcpy(y, out, (size_t)n * shape_numel(g->values[g->output]) * sizeof *y);
 }
+
+double graph_flops(const graph *g)
+{
+    double flops = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const graph_node *nd = &g->nodes[i];
+        if (nd->kind == OP_CONV2D) {
+            const conv2d_params *p = &nd->p.conv;
+            flops += 2.0 * p->out_c * p->out_h * p->out_w * (p->in_c / p->groups) * p->k_h * p->k_w;
+        } else if (nd->kind == OP_LINEAR) {
+            flops += 2.0 * nd->p.linear.in * nd->p.linear.out;
+        }
+    }
+    return flops;
+}

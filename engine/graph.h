@@ -103,5 +103,7 @@ void graph_forward(const graph *g, int n, const float *x, float *y, float *regio
                    float *scratch);
 
 const char *op_kind_name(op_kind kind);
+/* FLOPs of one sample through the conv and linear nodes (2 per multiply-add). */
+double graph_flops(const graph *g);
 
 #endif

@@ -128,18 +128,17 @@ static void conv_im2col(const conv2d_params *p, int cg, const float *x, float *c
 /* Eight input pixels `stride` apart starting at p, for one tap of eight adjacent
  * outputs.  Stride 2 loads 16 contiguous floats and keeps the even ones, so the
  * caller must leave p[15] inside the buffer. */
-static inline __attribute__((always_inline)) v8f dw_load(const float *p, int stride)
+static inline __attribute__((always_inline)) void dw_load(v8f *v, const float *p, int stride)
 {
-    v8f a;
-    memcpy(&a, p, sizeof a);
+    memcpy(v, p, sizeof *v);
     if (stride == 1)
-        return a;
+        return;
     v8f b;
     memcpy(&b, p + 8, sizeof b);
 #ifdef __clang__
-    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+    *v = __builtin_shufflevector(*v, b, 0, 2, 4, 6, 8, 10, 12, 14);
 #else
-    return __builtin_shuffle(a, b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
+    *v = __builtin_shuffle(*v, b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
 #endif
 }
 
@@ -159,8 +158,11 @@ dw_row_vec(const float *x, int in_w, const float *wk, int kw, int stride, int di
         for (int ky = ky_lo; ky < ky_hi; ky++) {
             const float *xr = x + (size_t)(iy0 + ky * dil_h) * in_w + (ox * stride - pad_w);
             const float *wr = wk + ky * kw;
-            for (int kx = 0; kx < kw; kx++)
-                acc += wr[kx] * dw_load(xr + kx * dil_w, stride);
+            for (int kx = 0; kx < kw; kx++) {
+                v8f v;
+                dw_load(&v, xr + kx * dil_w, stride);
+                acc += wr[kx] * v;
+            }
         }
         memcpy(yr + ox, &acc, sizeof acc);
     }
