@@ -10,7 +10,7 @@
  * was wrong.  The layer rules mirror tools/export_model.py, which writes these
  * files; PyTorch's constructor defaults fill omitted arguments.
  */
-#define _POSIX_C_SOURCE 200809L /* open flags, fstat, strdup under -std=c11 */
+#define _POSIX_C_SOURCE 200809L /* O_CLOEXEC, fstat, strerror_r under -std=c11 */
 
 #include "proto/model_dir.h"
 
@@ -19,6 +19,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
