@@ -173,6 +173,7 @@ class Daemon:
         if code != 0:
             self.print_log()
             raise DaemonError(f"exited with status {code} after SIGTERM, expected 0")
+        self.log.close()
         os.unlink(self.log.name)
 
     def kill(self):

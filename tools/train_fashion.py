@@ -192,7 +192,8 @@ inverted first.
   rate schedule peaking at {args.lr}, cross-entropy loss, no augmentation
 - {args.threads} CPU threads (`torch.set_num_threads`), torch {torch.__version__}
 - wall time: {train_seconds:.0f} s of training, {total_seconds:.0f} s including data
-  loading, export and evaluation
+  loading, export and evaluation, on {os.cpu_count()} cores shared with other work
+  (1-minute load average {os.getloadavg()[0]:.1f} when it finished)
 
 The same command on another machine gives the same training procedure; the
 last digits of the weights may differ between CPU kernels and torch versions.
