@@ -301,6 +301,8 @@ static const conv_case conv_cases[] = {
     {1, 4, 10, 10, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1},     /* dilation 2 */
     {1, 2, 9, 12, 3, 2, 5, 1, 2, 0, 2, 1, 1, 1},      /* non-square kernel, mixed stride */
     {1, 3, 16, 16, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1},     /* ResNet stem shape */
+    {1, 3, 20, 45, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1},     /* stem, rows wide enough for vectors */
+    {1, 4, 9, 37, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},      /* same width: one-block im2col copy */
     {2, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1, 1},      /* 1x1 fast path */
     {2, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1, 2},      /* 1x1 fast path, groups 2 */
     {1, 8, 7, 7, 4, 1, 1, 2, 2, 0, 0, 1, 1, 1},       /* 1x1 stride 2: needs im2col */
@@ -309,6 +311,8 @@ static const conv_case conv_cases[] = {
     {1, 6, 9, 9, 9, 3, 1, 2, 1, 1, 0, 1, 1, 3},       /* groups 3, 3x1 */
     {1, 5, 19, 21, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5},     /* depthwise, wide rows (vector body) */
     {3, 4, 17, 17, 4, 3, 3, 2, 2, 1, 1, 1, 1, 4},     /* depthwise stride 2 */
+    {1, 4, 15, 40, 4, 3, 3, 2, 2, 1, 1, 1, 1, 4},     /* depthwise stride 2, vector body */
+    {1, 4, 15, 41, 4, 3, 3, 2, 2, 2, 2, 2, 2, 4},     /* depthwise stride 2, dilated */
     {1, 3, 20, 35, 3, 5, 5, 1, 1, 2, 2, 1, 1, 3},     /* depthwise 5x5 */
     {1, 3, 20, 35, 3, 3, 3, 1, 1, 2, 2, 2, 2, 3},     /* depthwise dilated */
     {1, 3, 20, 35, 3, 3, 5, 3, 2, 0, 1, 1, 2, 3},     /* depthwise anisotropic everything */
@@ -319,6 +323,8 @@ static const conv_case conv_cases[] = {
     {1, 2, 5, 5, 3, 5, 5, 1, 1, 0, 0, 1, 1, 1},       /* kernel = image: 1x1 output */
     {1, 16, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* K = 144, GEMM blocking */
     {1, 32, 40, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, 32},  /* MobileNet-like depthwise */
+    {2, 64, 40, 40, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* col > 1 MiB: im2col in row blocks */
+    {1, 32, 70, 70, 4, 5, 5, 2, 2, 2, 2, 1, 1, 1},    /* row blocks, strided, last one short */
 };
 
 START_TEST(test_conv_cases)
@@ -379,6 +385,11 @@ START_TEST(test_conv_scratch)
     ck_assert_uint_eq(conv2d_scratch_floats(&p), 0);
     p = conv_params(&gen); /* one image-group: 4 channels x 9 taps x 3x3 outputs */
     ck_assert_uint_eq(conv2d_scratch_floats(&p), 4 * 9 * 3 * 3);
+    /* a large layer gets a block of whole output rows, not the whole col matrix */
+    conv_case big = {1, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    p = conv_params(&big);
+    size_t whole = (size_t)64 * 9 * 56 * 56, got = conv2d_scratch_floats(&p);
+    ck_assert(got < whole && got >= (size_t)64 * 9 * 56 && got % ((size_t)64 * 9 * 56) == 0);
 }
 END_TEST
 

@@ -131,8 +131,7 @@ void act_apply_bias(act_kind kind, float alpha, float bias, float *x, size_t n)
 
 void act_apply(act_kind kind, float alpha, float *x, size_t n)
 {
-    /* Adding a zero bias is exact except that it turns -0 into +0, which no
-     * activation here distinguishes (ReLU(-0) is -0 in PyTorch, 0 == -0 compares equal). */
+    /* Adding a zero bias changes nothing but the sign of a zero. */
     act_apply_bias(kind, alpha, 0.0f, x, n);
 }
 

@@ -2,23 +2,25 @@
  * padding, dilation, groups).
  *
  * Three paths, chosen per call from the shape alone:
- *   - general: per image and group, im2col into scratch, then one GEMM
- *       y_g (out_c/g, oh*ow) = W_g (out_c/g, in_c/g*kh*kw) x col (in_c/g*kh*kw, oh*ow);
+ *   - general: per image and group, im2col into scratch, then GEMM
+ *       y_g (out_c/g, oh*ow) = W_g (out_c/g, in_c/g*kh*kw) x col (in_c/g*kh*kw, oh*ow),
+ *     done in blocks of output rows so each col block is still in L2 when BLAS packs it;
  *   - 1x1, stride 1, no padding: the input plane already is the col matrix, GEMM on it;
  *   - depthwise (one input channel per group): a direct loop, no GEMM — a GEMM with
  *     M = 1 or 2 and K = 9 would spend everything on packing.
  * Bias and activation are fused into one pass over each group's output right after
  * its GEMM, while that output is still in cache.
  *
- * Where the time goes (ResNet-like 3x3 layers): the GEMM, then im2col (writing
- * kh*kw copies of the input, ~10% of the GEMM at 56x56), then the epilogue (~2-3%).
+ * Where the time goes (ResNet-like 3x3 layers, batch 1): the GEMM, by far; im2col
+ * (kh*kw copies of the input) and the epilogue added ~10-15% on top of it before
+ * the row blocking, less since.  The GEMM's own efficiency is OpenBLAS's to give.
  * The depthwise loop is single-threaded: BLAS threads do not help it, the caller's
- * workers must.  Its inner loop is written with 8-wide GNU vectors because the build
- * is -O2 for baseline x86-64, where GCC vectorises no plain loop; on x86-64 an AVX2
- * clone is chosen at load time.  Stride-1 interiors are vectorised; stride > 1 and
- * the padded borders run scalar.
+ * workers must.  Its inner loop (and im2col's strided copy) is written with 8-wide
+ * GNU vectors because the build is -O2 for baseline x86-64, where GCC vectorises no
+ * plain loop; on x86-64 an AVX2 clone is chosen at load time.  Stride 1 and 2
+ * interiors are vectorised; the padded border columns and other strides run scalar.
  *
- * Pure: no allocation, no state; scratch is the caller's, one im2col buffer.
+ * Pure: no allocation, no state; scratch is the caller's, one im2col block.
  */
 #include "engine/blas.h"
 #include "engine/ops/ops.h"
@@ -49,9 +51,11 @@ int conv2d_out_size(int in, int k, int stride, int pad, int dil)
     return (int)(floor_div((long)in + 2L * pad - span, stride) + 1);
 }
 
+/* One input channel per group.  A single-channel input with groups == 1 is left
+ * to the GEMM, which beats the direct loop once out_c and the kernel grow. */
 static bool conv_is_depthwise(const conv2d_params *p)
 {
-    return p->groups == p->in_c;
+    return p->groups > 1 && p->groups == p->in_c;
 }
 
 static bool conv_is_pointwise(const conv2d_params *p)
@@ -60,11 +64,29 @@ static bool conv_is_pointwise(const conv2d_params *p)
            p->pad_h == 0 && p->pad_w == 0;
 }
 
+/* Output rows per im2col block.  A whole image's col matrix (7 MB for a 64-channel
+ * 3x3 layer at 56x56) goes out to L3 and comes back for BLAS to pack; a block of
+ * about one L2 (1 MiB per core on Zen 4) is packed while still there, which measured
+ * ~10% faster on the 56x56 layers and the 7x7 stem.  The block keeps at least
+ * CONV_MIN_COLS columns: narrower GEMMs lose more to BLAS overhead than they gain. */
+enum { CONV_BLOCK_BYTES = 1 << 20, CONV_MIN_COLS = 256 };
+
+static int conv_block_rows(const conv2d_params *p)
+{
+    const size_t row_bytes =
+        sizeof(float) * (size_t)(p->in_c / p->groups) * p->k_h * p->k_w * p->out_w;
+    size_t rows = CONV_BLOCK_BYTES / (row_bytes ? row_bytes : 1);
+    size_t min_rows = (CONV_MIN_COLS + (size_t)p->out_w - 1) / (p->out_w > 0 ? p->out_w : 1);
+    if (rows < min_rows)
+        rows = min_rows;
+    return rows < (size_t)p->out_h ? (int)rows : p->out_h;
+}
+
 size_t conv2d_scratch_floats(const conv2d_params *p)
 {
     if (conv_is_depthwise(p) || conv_is_pointwise(p))
         return 0;
-    return (size_t)(p->in_c / p->groups) * p->k_h * p->k_w * p->out_h * p->out_w;
+    return (size_t)(p->in_c / p->groups) * p->k_h * p->k_w * conv_block_rows(p) * p->out_w;
 }
 
 /* Output positions [*lo, *hi) along one axis whose tap at input offset `off`
@@ -83,52 +105,10 @@ static void conv_valid_range(int out, int in, int stride, int off, int *lo, int 
     *hi = (int)h;
 }
 
-/* col (cg*kh*kw, oh*ow) from one image-group x (cg, in_h, in_w); padding reads as 0.
- * Rows are in the weight's (c, ky, kx) order, so W_g multiplies col as stored. */
-static void conv_im2col(const conv2d_params *p, int cg, const float *x, float *col)
-{
-    const int oh = p->out_h, ow = p->out_w;
-    const size_t plane = (size_t)p->in_h * p->in_w;
-    for (int c = 0; c < cg; c++) {
-        const float *xc = x + c * plane;
-        for (int ky = 0; ky < p->k_h; ky++) {
-            int oy_lo, oy_hi;
-            conv_valid_range(oh, p->in_h, p->stride_h, ky * p->dil_h - p->pad_h, &oy_lo,
-                             &oy_hi);
-            for (int kx = 0; kx < p->k_w; kx++) {
-                const int off_x = kx * p->dil_w - p->pad_w;
-                int ox_lo, ox_hi;
-                conv_valid_range(ow, p->in_w, p->stride_w, off_x, &ox_lo, &ox_hi);
-                float *dst = col;
-                col += (size_t)oh * ow;
-                if (oy_lo > 0)
-                    memset(dst, 0, sizeof(float) * (size_t)oy_lo * ow);
-                for (int oy = oy_lo; oy < oy_hi; oy++) {
-                    const int iy = oy * p->stride_h + ky * p->dil_h - p->pad_h;
-                    const float *src = xc + (size_t)iy * p->in_w + off_x;
-                    float *d = dst + (size_t)oy * ow;
-                    for (int ox = 0; ox < ox_lo; ox++)
-                        d[ox] = 0.0f;
-                    if (p->stride_w == 1) {
-                        memcpy(d + ox_lo, src + ox_lo, sizeof(float) * (size_t)(ox_hi - ox_lo));
-                    } else {
-                        for (int ox = ox_lo; ox < ox_hi; ox++)
-                            d[ox] = src[(size_t)ox * p->stride_w];
-                    }
-                    for (int ox = ox_hi; ox < ow; ox++)
-                        d[ox] = 0.0f;
-                }
-                if (oy_hi < oh)
-                    memset(dst + (size_t)oy_hi * ow, 0, sizeof(float) * (size_t)(oh - oy_hi) * ow);
-            }
-        }
-    }
-}
-
-/* Eight input pixels `stride` apart starting at p, for one tap of eight adjacent
+/* Eight floats `stride` (1 or 2) apart starting at p: one tap of eight adjacent
  * outputs.  Stride 2 loads 16 contiguous floats and keeps the even ones, so the
  * caller must leave p[15] inside the buffer. */
-static inline __attribute__((always_inline)) void dw_load(v8f *v, const float *p, int stride)
+static inline __attribute__((always_inline)) void load8(v8f *v, const float *p, int stride)
 {
     memcpy(v, p, sizeof *v);
     if (stride == 1)
@@ -142,10 +122,84 @@ static inline __attribute__((always_inline)) void dw_load(v8f *v, const float *p
 #endif
 }
 
-/* Interior outputs [ox_lo, ox_hi) of one row, eight at a time with every tap in a
+/* col (cg*kh*kw, rows*ow) for output rows [oy0, oy0 + rows) of one image-group
+ * x (cg, in_h, in_w); padding reads as 0.  Rows of col are in the weight's
+ * (c, ky, kx) order, so W_g multiplies col as stored. */
+OPS_SIMD_CLONES
+static void conv_im2col(const conv2d_params *p, int cg, const float *x, int oy0, int rows,
+                        float *col)
+{
+    const int ow = p->out_w, oy1 = oy0 + rows;
+    const size_t plane = (size_t)p->in_h * p->in_w, n = (size_t)rows * ow;
+    const bool same_width = p->stride_h == 1 && p->stride_w == 1 && ow == p->in_w;
+    for (int c = 0; c < cg; c++) {
+        const float *xc = x + c * plane;
+        for (int ky = 0; ky < p->k_h; ky++) {
+            int oy_lo, oy_hi;
+            conv_valid_range(p->out_h, p->in_h, p->stride_h, ky * p->dil_h - p->pad_h, &oy_lo,
+                             &oy_hi);
+            oy_lo = oy_lo < oy0 ? oy0 : oy_lo > oy1 ? oy1 : oy_lo;
+            oy_hi = oy_hi > oy1 ? oy1 : oy_hi < oy_lo ? oy_lo : oy_hi;
+            for (int kx = 0; kx < p->k_w; kx++) {
+                const int off_x = kx * p->dil_w - p->pad_w;
+                int ox_lo, ox_hi;
+                conv_valid_range(ow, p->in_w, p->stride_w, off_x, &ox_lo, &ox_hi);
+                float *dst = col; /* row oy of the block at dst + (oy - oy0) * ow */
+                col += n;
+                memset(dst, 0, sizeof(float) * (size_t)(oy_lo - oy0) * ow);
+                if (same_width && oy_lo < oy_hi && ox_lo < ox_hi) {
+                    /* Source rows lie as far apart as destination rows, so every
+                     * valid row is one shifted block: a single copy, then re-zero
+                     * the padding columns it wrapped into.  Saves oh small copies. */
+                    const long shift = (long)(ky * p->dil_h - p->pad_h) * p->in_w + off_x;
+                    const size_t first = (size_t)oy_lo * ow + ox_lo;
+                    const size_t end = (size_t)(oy_hi - 1) * ow + ox_hi;
+                    memcpy(dst + (first - (size_t)oy0 * ow), xc + ((long)first + shift),
+                           sizeof(float) * (end - first));
+                    for (int oy = oy_lo; oy < oy_hi; oy++) {
+                        float *d = dst + (size_t)(oy - oy0) * ow;
+                        for (int ox = 0; ox < ox_lo; ox++)
+                            d[ox] = 0.0f;
+                        for (int ox = ox_hi; ox < ow; ox++)
+                            d[ox] = 0.0f;
+                    }
+                } else {
+                    for (int oy = oy_lo; oy < oy_hi; oy++) {
+                        const int iy = oy * p->stride_h + ky * p->dil_h - p->pad_h;
+                        const float *src = xc + (size_t)iy * p->in_w; /* input row iy */
+                        float *d = dst + (size_t)(oy - oy0) * ow;
+                        for (int ox = 0; ox < ox_lo; ox++)
+                            d[ox] = 0.0f;
+                        if (p->stride_w == 1) {
+                            memcpy(d + ox_lo, src + (ox_lo + off_x),
+                                   sizeof(float) * (size_t)(ox_hi - ox_lo));
+                        } else {
+                            int ox = ox_lo;
+                            /* the vector loads stop one float short of the row's last
+                             * pixel read, so load8 never reads past the plane */
+                            if (p->stride_w == 2)
+                                for (; ox + 8 < ox_hi; ox += 8) {
+                                    v8f v;
+                                    load8(&v, src + (ox * 2 + off_x), 2);
+                                    memcpy(d + ox, &v, sizeof v);
+                                }
+                            for (; ox < ox_hi; ox++)
+                                d[ox] = src[ox * p->stride_w + off_x];
+                        }
+                        for (int ox = ox_hi; ox < ow; ox++)
+                            d[ox] = 0.0f;
+                    }
+                }
+                memset(dst + (size_t)(oy_hi - oy0) * ow, 0, sizeof(float) * (size_t)(oy1 - oy_hi) * ow);
+            }
+        }
+    }
+}
+
+/* Interior outputs [ox_lo, ox_hi) of one row, eight at a time with the sum in a
  * register; needs ox_hi - ox_lo >= 8.  The last group is shifted left to end at
  * ox_hi and recomputes a few outputs rather than leave a scalar tail.  Inlined with
- * constant kw and stride at the call sites, so the common 3x3 taps unroll. */
+ * a constant stride, so load8's branch folds away. */
 static inline __attribute__((always_inline)) void
 dw_row_vec(const float *x, int in_w, const float *wk, int kw, int stride, int dil_w, int pad_w,
            int iy0, int dil_h, int ky_lo, int ky_hi, float b, int ox_lo, int ox_hi, float *yr)
@@ -160,10 +214,45 @@ dw_row_vec(const float *x, int in_w, const float *wk, int kw, int stride, int di
             const float *wr = wk + ky * kw;
             for (int kx = 0; kx < kw; kx++) {
                 v8f v;
-                dw_load(&v, xr + kx * dil_w, stride);
+                load8(&v, xr + kx * dil_w, stride);
                 acc += wr[kx] * v;
             }
         }
+        memcpy(yr + ox, &acc, sizeof acc);
+    }
+}
+
+/* The same for a 3x3 filter whose three input rows all exist (every row but the
+ * padded top and bottom ones): the nine weights stay in registers across the row
+ * and the taps are unrolled by hand, since -O2 unrolls no loop, not even one of a
+ * constant three trips.  Half the loads of the generic loop. */
+static inline __attribute__((always_inline)) void
+dw_row_vec3x3(const float *x, int in_w, const float *wk, int stride, int dil_w, int pad_w,
+              int iy0, int dil_h, float b, int ox_lo, int ox_hi, float *yr)
+{
+    v8f w[9];
+    for (int t = 0; t < 9; t++)
+        w[t] = (v8f){wk[t], wk[t], wk[t], wk[t], wk[t], wk[t], wk[t], wk[t]};
+    const v8f vb = {b, b, b, b, b, b, b, b};
+    const float *r0 = x + (size_t)iy0 * in_w;
+    const float *r1 = r0 + (size_t)dil_h * in_w, *r2 = r1 + (size_t)dil_h * in_w;
+    for (int ox = ox_lo; ox < ox_hi; ox += 8) {
+        if (ox + 8 > ox_hi)
+            ox = ox_hi - 8;
+        const size_t o = (size_t)(ox * stride - pad_w); /* >= 0 in the interior */
+        v8f v0, v1, v2, acc = vb;
+        load8(&v0, r0 + o, stride);
+        load8(&v1, r0 + o + dil_w, stride);
+        load8(&v2, r0 + o + 2 * dil_w, stride);
+        acc += w[0] * v0 + w[1] * v1 + w[2] * v2;
+        load8(&v0, r1 + o, stride);
+        load8(&v1, r1 + o + dil_w, stride);
+        load8(&v2, r1 + o + 2 * dil_w, stride);
+        acc += w[3] * v0 + w[4] * v1 + w[5] * v2;
+        load8(&v0, r2 + o, stride);
+        load8(&v1, r2 + o + dil_w, stride);
+        load8(&v2, r2 + o + 2 * dil_w, stride);
+        acc += w[6] * v0 + w[7] * v1 + w[8] * v2;
         memcpy(yr + ox, &acc, sizeof acc);
     }
 }
@@ -183,7 +272,7 @@ static void conv_depthwise_plane(const conv2d_params *p, const float *x, const f
     const int in_h = p->in_h, in_w = p->in_w, oh = p->out_h, ow = p->out_w;
 
     /* Interior columns: ox*sw - pw >= 0 and ox*sw - pw + (kw-1)*dw <= in_w - 1.
-     * Stride 2 reads one float past its last tap (dw_load), hence in_w - 1. */
+     * Stride 2 reads one float past its last tap (load8), hence in_w - 1. */
     int ox_lo, ox_hi, unused_lo, unused_hi;
     conv_valid_range(ow, in_w, sw, -pw, &ox_lo, &unused_hi);
     conv_valid_range(ow, sw == 2 ? in_w - 1 : in_w, sw, (kw - 1) * dw - pw, &unused_lo, &ox_hi);
@@ -219,10 +308,11 @@ static void conv_depthwise_plane(const conv2d_params *p, const float *x, const f
 
         if (ox_hi == ox_lo)
             continue;
-        if (kw == 3 && sw == 1)
-            dw_row_vec(x, in_w, wk, 3, 1, dw, pw, iy0, dh, ky_lo, ky_hi, b, ox_lo, ox_hi, yr);
-        else if (kw == 3 && sw == 2)
-            dw_row_vec(x, in_w, wk, 3, 2, dw, pw, iy0, dh, ky_lo, ky_hi, b, ox_lo, ox_hi, yr);
+        const bool full3x3 = kh == 3 && kw == 3 && ky_lo == 0 && ky_hi == 3;
+        if (full3x3 && sw == 1)
+            dw_row_vec3x3(x, in_w, wk, 1, dw, pw, iy0, dh, b, ox_lo, ox_hi, yr);
+        else if (full3x3)
+            dw_row_vec3x3(x, in_w, wk, 2, dw, pw, iy0, dh, b, ox_lo, ox_hi, yr);
         else if (sw == 1)
             dw_row_vec(x, in_w, wk, kw, 1, dw, pw, iy0, dh, ky_lo, ky_hi, b, ox_lo, ox_hi, yr);
         else
@@ -264,17 +354,23 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
     const size_t in_plane = (size_t)p->in_h * p->in_w;
     const bool pointwise = conv_is_pointwise(p);
 
+    const int rows = conv_block_rows(p);
     for (int img = 0; img < n; img++) {
         for (int g = 0; g < g_count; g++) {
             const float *xg = x + ((size_t)img * p->in_c + (size_t)g * cg) * in_plane;
-            const float *col = xg;
-            if (!pointwise) {
-                conv_im2col(p, cg, xg, scratch);
-                col = scratch;
-            }
+            const float *wg = w + (size_t)g * ocg * k;
             float *yg = y + ((size_t)img * p->out_c + (size_t)g * ocg) * spatial;
-            blas_sgemm(false, false, ocg, spatial, k, 1.0f, w + (size_t)g * ocg * k, k, col,
-                       spatial, 0.0f, yg, spatial);
+            if (pointwise) {
+                blas_sgemm(false, false, ocg, spatial, k, 1.0f, wg, k, xg, spatial, 0.0f, yg,
+                           spatial);
+            } else {
+                for (int oy0 = 0; oy0 < p->out_h; oy0 += rows) {
+                    const int r = p->out_h - oy0 < rows ? p->out_h - oy0 : rows;
+                    conv_im2col(p, cg, xg, oy0, r, scratch);
+                    blas_sgemm(false, false, ocg, r * p->out_w, k, 1.0f, wg, k, scratch,
+                               r * p->out_w, 0.0f, yg + (size_t)oy0 * p->out_w, spatial);
+                }
+            }
             for (int oc = 0; oc < ocg; oc++)
                 act_apply_bias(act, act_alpha, bias ? bias[g * ocg + oc] : 0.0f,
                                yg + (size_t)oc * spatial, (size_t)spatial);
