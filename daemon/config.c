@@ -180,8 +180,8 @@ static int set_int(const config_option *o, void *field, const char *value, const
         return fail(err, errlen, "%s = '%s': expected an integer from %lld to %lld", where, value,
                     o->min, o->max);
     if (v < o->min || v > o->max)
-        return fail(err, errlen, "%s = %lld is out of range: allowed %lld to %lld", where, v, o->min,
-                    o->max);
+        return fail(err, errlen, "%s = %lld is out of range: allowed %lld to %lld", where, v,
+                    o->min, o->max);
     *(int *)field = (int)v;
     return 0;
 }
@@ -275,7 +275,8 @@ static config_model *add_model(config *c, const char *name, char *err, size_t er
         return m;
     if (!model_name_ok(name)) {
         fail(err, errlen,
-             "model name '%s' is not allowed: use 1 to %d of A-Z a-z 0-9 _ . - (it appears in URLs)",
+             "model name '%s' is not allowed: use 1 to %d of A-Z a-z 0-9 _ . - "
+             "(it appears in URLs)",
              name, CONFIG_NAME_MAX - 1);
         return NULL;
     }
@@ -390,7 +391,7 @@ typedef struct ini_state {
 
 /* fgets for inih that counts lines and stops at one that does not fit the buffer
  * (INI_MAX_LINE): inih would otherwise parse its tail as a line of its own. */
-static char *ini_reader(char *buf, int size, void *stream)
+static char *config_ini_read(char *buf, int size, void *stream)
 {
     ini_state *st = stream;
     if (fgets(buf, size, st->f) == NULL)
@@ -404,7 +405,7 @@ static char *ini_reader(char *buf, int size, void *stream)
     return buf;
 }
 
-static int ini_handler(void *user, const char *section, const char *name, const char *value)
+static int config_ini_key(void *user, const char *section, const char *name, const char *value)
 {
     ini_state *st = user;
     char msg[CONFIG_ERR_MAX];
@@ -425,7 +426,7 @@ int config_load_file(config *c, const char *path, char *err, size_t errlen)
     ini_state st = {.c = c, .f = fopen(path, "r")};
     if (st.f == NULL)
         return fail(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
-    int rc = ini_parse_stream(ini_reader, &st, ini_handler, &st);
+    int rc = ini_parse_stream(config_ini_read, &st, config_ini_key, &st);
     bool read_error = ferror(st.f) != 0;
     fclose(st.f);
 
@@ -451,8 +452,8 @@ int config_add_model_arg(config *c, const char *arg, char *err, size_t errlen)
 {
     const char *eq = strchr(arg, '=');
     if (eq == NULL || eq == arg || eq[1] == '\0')
-        return fail(err, errlen, "--model '%s': expected NAME=DIR, e.g. --model fashion=models/fashion",
-                    arg);
+        return fail(err, errlen,
+                    "--model '%s': expected NAME=DIR, e.g. --model fashion=models/fashion", arg);
     char section[CONFIG_NAME_MAX + 8];
     size_t name_len = (size_t)(eq - arg);
     if (name_len >= CONFIG_NAME_MAX)
@@ -488,6 +489,11 @@ int config_finish(config *c, char *err, size_t errlen)
         if (config_set(c, "model fashion", "path", found, err, errlen) != 0)
             return -1;
     }
+    if ((long long)c->max_queue_delay_us >= (long long)c->request_timeout_ms * 1000)
+        return fail(err, errlen,
+                    "max_queue_delay_us (%d) must be less than request_timeout_ms (%d) in "
+                    "microseconds, or requests would expire while waiting for a batch",
+                    c->max_queue_delay_us, c->request_timeout_ms);
     for (int i = 0; i < c->n_models; i++) {
         config_model *m = &c->models[i];
         if (m->path[0] == '\0')
@@ -613,7 +619,7 @@ void config_usage(FILE *out)
             "Usage: modeld [--config FILE] [--listen HOST:PORT] [--model NAME=DIR]...\n"
             "Serves image classification models over HTTP (see README.md).\n"
             "\n"
-            "  --config FILE        read settings from an INI file (conf/modeld.conf documents it)\n"
+            "  --config FILE        read settings from an INI file (see conf/modeld.conf)\n"
             "  --listen HOST:PORT   address to serve on (default 127.0.0.1:8080)\n"
             "  --model NAME=DIR     serve the model directory DIR as NAME; repeatable\n"
             "  --help, --version\n"

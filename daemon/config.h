@@ -23,8 +23,8 @@
 typedef struct config_model {
     char name[CONFIG_NAME_MAX];
     char path[PATH_MAX];
-    /* Per-model overrides; 0 in a file-less state means "inherit [server]", and
-     * config_finish() replaces every 0 with the inherited value. */
+    /* Per-model overrides: 0 means "not set", and config_finish() replaces every
+     * 0 with the [server] value. */
     int workers;
     int max_batch_size;
     int queue_capacity;

@@ -1,1 +1,174 @@
-int main(void){return 0;}
+/* main.c — modeld: wiring only.
+ *
+ * Reads the settings (exit 2 on any bad one), decides the BLAS thread budget once,
+ * reads the model directories, starts HTTP (so /v2/health/live answers while the
+ * weights load), loads the models and their workers, then sleeps until SIGTERM or
+ * SIGINT.  Shutdown: stop accepting, give requests being uploaded a moment to be
+ * queued, close the queues and run everything in them (every queued request is
+ * answered), stop HTTP, free, exit 0.
+ *
+ * Signals use a self-pipe: the handler only writes one byte, and this thread does
+ * the work.  (sigwait would not do: OpenBLAS starts its threads before main with
+ * signals unblocked, and any of them could take the signal.)
+ *
+ * This is the only file that exits on errors, and only before serving starts.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "daemon/config.h"
+#include "daemon/http.h"
+#include "daemon/log.h"
+#include "daemon/registry.h"
+#include "engine/engine.h"
+
+enum { EXIT_STARTUP = 1, EXIT_USAGE = 2 };
+
+/* How long shutdown waits for requests that are not queued yet (being uploaded or
+ * parsed) before closing the queues, and for answers to go out afterwards. */
+#define SHUTDOWN_GRACE_MS 2000
+
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    /* Full pipe: a byte is already waiting, which is all main needs. */
+    ssize_t w = write(signal_pipe[1], &b, 1);
+    (void)w;
+    errno = saved;
+}
+
+static int install_signals(void)
+{
+    if (pipe(signal_pipe) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++)
+        fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+    fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        return -1;
+    /* A client that hangs up mid-answer must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static int wait_for_signal(void)
+{
+    unsigned char b = 0;
+    for (;;) {
+        ssize_t r = read(signal_pipe[0], &b, 1);
+        if (r == 1)
+            return b;
+        if (r < 0 && errno == EINTR)
+            continue;
+        return SIGTERM; /* the pipe broke: treat as a request to stop */
+    }
+}
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    config_action action;
+    char err[CONFIG_ERR_MAX];
+    if (config_from_args(&cfg, argc, argv, &action, err, sizeof err) != 0) {
+        fprintf(stderr, "modeld: %s\n", err);
+        config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    if (action == CONFIG_ACTION_HELP) {
+        config_usage(stdout);
+        config_free(&cfg);
+        return 0;
+    }
+    if (action == CONFIG_ACTION_VERSION) {
+        printf("modeld %s\n", PACKAGE_VERSION);
+        config_free(&cfg);
+        return 0;
+    }
+    log_level level;
+    if (log_level_parse(cfg.log_level, &level))
+        log_set_level(level);
+    if (install_signals() != 0) {
+        log_error("cannot install signal handlers: %s", strerror(errno));
+        config_free(&cfg);
+        return EXIT_STARTUP;
+    }
+
+    /* The one place the BLAS thread budget is decided: workers x BLAS threads
+     * stays within the cores unless blas_threads says otherwise. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int blas = config_blas_threads(&cfg, cores > 0 ? (int)cores : 1);
+    engine_set_blas_threads(blas);
+    log_info("modeld %s starting: %ld core(s), %d BLAS thread(s) per forward pass",
+             PACKAGE_VERSION, cores, blas);
+
+    registry *reg = NULL;
+    if (registry_create(&cfg, &reg, err, sizeof err) != 0) {
+        log_error("%s", err);
+        config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    http_server *http = NULL;
+    if (http_start(&http, &cfg, reg, err, sizeof err) != 0) {
+        log_error("%s", err);
+        registry_free(reg);
+        config_free(&cfg);
+        return EXIT_STARTUP;
+    }
+    log_info("listening on http://%s (%d HTTP threads)", http_address(http), cfg.http_threads);
+
+    if (registry_load(reg, err, sizeof err) != 0) {
+        log_error("%s", err);
+        http_quiesce(http);
+        registry_shutdown(reg);
+        http_drain(http, 1000);
+        http_stop(http);
+        registry_free(reg);
+        config_free(&cfg);
+        return EXIT_STARTUP;
+    }
+    log_info("ready: %d model(s) loaded", registry_count(reg));
+#ifdef HAVE_SYSTEMD
+    sd_notify(0, "READY=1");
+#endif
+
+    int sig = wait_for_signal();
+    log_info("received %s: finishing requests in flight",
+             sig == SIGINT ? "SIGINT" : "SIGTERM");
+#ifdef HAVE_SYSTEMD
+    sd_notify(0, "STOPPING=1");
+#endif
+    http_quiesce(http);
+    /* A short grace for requests still arriving on open connections to be queued;
+     * a client stalled mid-upload does not hold the shutdown longer than this. */
+    http_drain(http, SHUTDOWN_GRACE_MS);
+    /* Close the queues and join the workers: every queued job is run and answered,
+     * so every suspended connection is resumed before MHD_stop_daemon. */
+    registry_shutdown(reg);
+    if (!http_drain(http, SHUTDOWN_GRACE_MS))
+        log_warn("connections still busy after %d ms (stalled clients); closing them",
+                 SHUTDOWN_GRACE_MS);
+    http_stop(http);
+    registry_free(reg);
+    config_free(&cfg);
+    close(signal_pipe[0]);
+    close(signal_pipe[1]);
+    log_info("stopped");
+    return 0;
+}

@@ -1,1 +1,57 @@
-/* placeholder */
+/* registry.h — the models this daemon serves, by name.
+ *
+ * Use (main thread):
+ *   registry *r;
+ *   registry_create(&cfg, &r, err, sizeof err);   // reads every model directory (fast)
+ *   ... start HTTP: /v2/health/ready says 503 meanwhile ...
+ *   registry_load(r, err, sizeof err);            // weights, queues, workers; then ready
+ *   ... serve ...
+ *   registry_shutdown(r);  registry_free(r);      // drain queues, join workers
+ * HTTP threads: registry_find(r, name), then registry_model_ready() before touching
+ * its engine model or batcher.
+ * Ownership: the registry owns every model entry and all it holds; entries live
+ * until registry_free(), so a pointer from registry_find() stays valid until then.
+ */
+#ifndef MODELD_DAEMON_REGISTRY_H
+#define MODELD_DAEMON_REGISTRY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "daemon/batcher.h"
+#include "daemon/config.h"
+#include "daemon/worker.h"
+#include "engine/engine.h"
+#include "proto/model_dir.h"
+#include "proto/proto.h"
+
+typedef struct registry_model {
+    char name[CONFIG_NAME_MAX];
+    char path[PATH_MAX];
+    int workers, max_batch, queue_capacity;
+    model_dir md;           /* spec, preprocessing, labels; read at create */
+    /* Set by registry_load(), then published by `ready` (release/acquire). */
+    engine_model *model;
+    batcher *batcher;
+    worker_pool *pool;
+    atomic_bool ready;
+} registry_model;
+
+typedef struct registry registry;
+
+int registry_create(const config *cfg, registry **out, char *err, size_t errlen);
+int registry_load(registry *r, char *err, size_t errlen);
+/* Stop taking requests and wait until every queued one has been answered. */
+void registry_shutdown(registry *r);
+void registry_free(registry *r);
+
+int registry_count(const registry *r);
+registry_model *registry_at(registry *r, int i);
+registry_model *registry_find(registry *r, const char *name);
+bool registry_model_ready(registry_model *m);
+/* True once every model is loaded, false again after registry_shutdown(). */
+bool registry_ready(registry *r);
+void registry_model_info(registry_model *m, proto_model_info *out);
+
+#endif

@@ -132,7 +132,8 @@ bool proto_base64_decode(const char *in, size_t len, uint8_t *out, size_t *out_l
         /* Non-zero pad bits mean a non-canonical encoding: RFC 4648 3.5 lets a
          * decoder refuse it, and a strict one should (it hides truncation). */
         if ((pad == 1 && (v[2] & 0x3) != 0) || (pad == 2 && (v[1] & 0xf) != 0))
-            return b64_fail(why, why_len, "non-zero bits before the padding (not canonical base64)");
+            return b64_fail(why, why_len,
+                            "non-zero bits before the padding (not canonical base64)");
         uint32_t triple = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
                           (uint32_t)v[3];
         out[o++] = (uint8_t)(triple >> 16);
@@ -146,6 +147,12 @@ bool proto_base64_decode(const char *in, size_t len, uint8_t *out, size_t *out_l
 }
 
 /* ---- classify requests ------------------------------------------------------ */
+
+/* The engine prefixes its image messages with "image: "; ours name the field. */
+static const char *engine_msg(const engine_err *e)
+{
+    return strncmp(e->msg, "image: ", 7) == 0 ? e->msg + 7 : e->msg;
+}
 
 /* A base64 (or data URL) image string -> one (C,H,W) slot of the input tensor. */
 static int decode_image(const char *s, size_t len, const char *what, const image_preproc *pp,
@@ -182,13 +189,14 @@ static int decode_image(const char *s, size_t len, const char *what, const image
     case ENGINE_OK:
         return 0;
     case ENGINE_ERR_IMAGE:
-        return perr(err, 415, "%s could not be decoded as PNG or JPEG: %s", what, e.msg);
+        return perr(err, 415, "%s could not be decoded as PNG or JPEG: %s", what,
+                    engine_msg(&e));
     case ENGINE_ERR_INVALID:
-        return perr(err, 422, "%s: %s", what, e.msg);
+        return perr(err, 422, "%s: %s", what, engine_msg(&e));
     case ENGINE_ERR_NOMEM:
         return perr(err, 500, "out of memory decoding %s", what);
     default:
-        return perr(err, 415, "%s: %s", what, e.msg);
+        return perr(err, 415, "%s: %s", what, engine_msg(&e));
     }
 }
 
@@ -293,7 +301,7 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
         if (st == ENGINE_ERR_NOMEM)
             status = perr(err, 500, "out of memory converting pixels");
         else if (st != ENGINE_OK)
-            status = perr(err, 422, "pixels: %s", e.msg);
+            status = perr(err, 422, "pixels: %s", engine_msg(&e));
     }
     free(px);
     return status;
@@ -310,7 +318,7 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
                               "{\"image\": \"<base64 PNG>\", \"top_k\": 5}");
 
     json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL)
         return perr(err, 400, "body is not valid JSON: %s (line %d, column %d)", jerr.text,
                     jerr.line, jerr.column);
@@ -329,8 +337,8 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
         for (size_t i = 0; i < sizeof classify_fields / sizeof classify_fields[0]; i++)
             known = known || strcmp(key, classify_fields[i]) == 0;
         if (!known) {
-            status = perr(err, 400, "unknown field \"%.64s\"; allowed: image, images, pixels, top_k",
-                          key);
+            status = perr(err, 400,
+                          "unknown field \"%.64s\"; allowed: image, images, pixels, top_k", key);
             goto done;
         }
     }

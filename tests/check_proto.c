@@ -1,0 +1,653 @@
+/* check_proto.c — every way a classify body can be wrong, base64 edge cases, and
+ * the shape of every response body.
+ *
+ * The PNGs below were made with Python's zlib and struct (no image library):
+ * G28 is 28x28 gray with pixel (x, y) = (9x + y) mod 256, G5 is 5x5 gray, RGB is
+ * 3x2 RGB.  Decoding itself is engine/image.c's and tested in check_image.c;
+ * here it only has to be reached, and its errors mapped to the right status.
+ */
+#include <config.h>
+
+#include <check.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/proto.h"
+
+static const char G28[] =
+    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAABcUlEQVR42mNg4BSSVtE1s/cIjErOKa1rnzBz0eot"
+    "e4+dv/Hw1WcGRi5hGVU9cwfPoOiU3LL6jomzFq/Zuu/4hZuPXn9hYOIWkVXTt3D0Co5JzStv6Jw0e8nabftPXLz1+M"
+    "1XBmYeUTl1A0sn75DYtPyKxq7Jc5au237g5KXbT95+Y2DhFZPXMLRy9gmNSy+obOqeMnfZ+h0HT12+8/TddwZWPnEF"
+    "TSNrF9+w+IzCquaeqfOWb9h56PSVu8/e/2Bg45dQ1DK2cfULT8gsqm7pnTZ/xcZdh89cvff8w08GdgFJJW0TWzf/iM"
+    "Ss4prWvukLVm7afeTstfsvPv5i4BCUUtYxtXMPiEzKLqlt65+xcNXmPUfPXX/w8tNvfGHwhwFPGPxlwBMG/xjwhMF/"
+    "BnxhwIAnDBgZ8IQBEwOeMGBmwBMGLAx4woCVAU8YsDHgCQN2BjxhwMGAJww4GfCEARcDnjDgZsATBjwMeMKAlwFPGP"
+    "ABAHowiIClGOGTAAAAAElFTkSuQmCC";
+static const char G5[] = "iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAAAAACoBHk5AAAAEUlEQVR42mNgMEqZdoIBBwkA"
+                         "iNYJxTU99bAAAAAASUVORK5CYII=";
+static const char RGB[] = "iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAIAAAASFvFNAAAAHElEQVR42mPgEpHTMLJxC4hi"
+                          "SMmraOqZtmDVFgAuXgavSbgKQQAAAABJRU5ErkJggg==";
+
+static const image_preproc STRETCH = {
+    .channels = 1, .height = 28, .width = 28, .resize = IMAGE_RESIZE_STRETCH,
+    .mean = {0.0f}, .std = {1.0f, 1.0f, 1.0f}};
+static const image_preproc EXACT = {
+    .channels = 1, .height = 28, .width = 28, .resize = IMAGE_RESIZE_NONE,
+    .mean = {0.0f}, .std = {1.0f, 1.0f, 1.0f}};
+
+#define N_LABELS 10
+#define MAX_IMAGES 4
+
+#define ck_assert_contains(hay, needle)                                                    \
+    ck_assert_msg(strstr((hay), (needle)) != NULL, "'%s' does not contain '%s'", (hay),    \
+                  (needle))
+
+/* Parses body against pp; returns the status and leaves the message in err. */
+static int parse_pp(const char *body, const image_preproc *pp, proto_classify_req *req,
+                    proto_error *err)
+{
+    memset(err, 0, sizeof *err);
+    int st = proto_parse_classify(body, strlen(body), pp, N_LABELS, MAX_IMAGES, req, err);
+    if (st != 0) {
+        ck_assert_int_eq(st, err->status);
+        ck_assert_ptr_null(req->inputs);
+        ck_assert_msg(err->msg[0] != '\0', "no message for status %d", st);
+    }
+    return st;
+}
+
+/* Expects body to fail with status and a message containing expect. */
+static void refuse(const char *body, const image_preproc *pp, int status, const char *expect)
+{
+    proto_classify_req req;
+    proto_error err;
+    int st = parse_pp(body, pp, &req, &err);
+    ck_assert_msg(st == status, "%.200s: status %d, expected %d (%s)", body, st, status, err.msg);
+    ck_assert_contains(err.msg, expect);
+}
+
+static proto_classify_req accept(const char *body, const image_preproc *pp)
+{
+    proto_classify_req req;
+    proto_error err;
+    int st = parse_pp(body, pp, &req, &err);
+    ck_assert_msg(st == 0, "%.200s: refused with %d: %s", body, st, err.msg);
+    ck_assert_ptr_nonnull(req.inputs);
+    return req;
+}
+
+__attribute__((format(printf, 1, 2))) static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    ck_assert_int_ge(vasprintf(&s, f, ap), 0);
+    va_end(ap);
+    return s;
+}
+
+/* ---- base64 ------------------------------------------------------------------- */
+
+static bool b64(const char *in, char *out, size_t *n, char *why)
+{
+    return proto_base64_decode(in, strlen(in), (uint8_t *)out, n, why, 160);
+}
+
+START_TEST(base64_rfc4648_vectors)
+{
+    static const char *const vec[][2] = {
+        {"", ""},           {"Zg==", "f"},          {"Zm8=", "fo"},
+        {"Zm9v", "foo"},    {"Zm9vYg==", "foob"},   {"Zm9vYmE=", "fooba"},
+        {"Zm9vYmFy", "foobar"}, {"+/+/", "\xfb\xff\xbf"}};
+    for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++) {
+        char out[16], why[160];
+        size_t n;
+        ck_assert_msg(b64(vec[i][0], out, &n, why), "%s: %s", vec[i][0], why);
+        ck_assert_uint_eq(n, strlen(vec[i][1]));
+        ck_assert_mem_eq(out, vec[i][1], n);
+        ck_assert_uint_ge(proto_base64_max(strlen(vec[i][0])), n);
+    }
+}
+END_TEST
+
+START_TEST(base64_refusals)
+{
+    static const char *const bad[][2] = {
+        {"Zg=", "not a multiple of 4"},
+        {"Zm9vY", "not a multiple of 4"},
+        {"Zg==Zg==", "padding '=' at offset 2 before the end"},
+        {"Z===", "padding '=' at offset 1"},
+        {"====", "padding '=' at offset 0"},
+        {"Zm=v", "data after padding at offset 3"},
+        {"Zh==", "not canonical"},
+        {"Zm9=", "not canonical"},
+        {"Zm9\nZm9v", "whitespace (0x0a) at offset 3"},
+        {"Zm9v Zm9", "whitespace (0x20) at offset 4"},
+        {"Zm-v", "'-' at offset 2 is base64url"},
+        {"Zm_v", "'_' at offset 2 is base64url"},
+        {"Zm!v", "invalid character '!' at offset 2"},
+        {"Zm\x80v", "invalid byte 0x80 at offset 2"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char out[16], why[160] = "";
+        size_t n = 99;
+        ck_assert_msg(!b64(bad[i][0], out, &n, why), "accepted %s", bad[i][0]);
+        ck_assert_contains(why, bad[i][1]);
+    }
+    /* A NUL inside the counted length is a bad byte, not an early end. */
+    char out[8];
+    size_t n;
+    ck_assert(!proto_base64_decode("Zm\0v", 4, (uint8_t *)out, &n, NULL, 0));
+}
+END_TEST
+
+/* Every byte value and every tail length round-trips through a reference encoder. */
+START_TEST(base64_round_trip)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t data[300], back[300];
+    char enc[420];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 7 + 3);
+    for (size_t len = 0; len <= sizeof data; len++) {
+        size_t o = 0;
+        for (size_t i = 0; i < len; i += 3) {
+            uint32_t v = (uint32_t)data[i] << 16;
+            if (i + 1 < len)
+                v |= (uint32_t)data[i + 1] << 8;
+            if (i + 2 < len)
+                v |= data[i + 2];
+            enc[o++] = alphabet[v >> 18 & 63];
+            enc[o++] = alphabet[v >> 12 & 63];
+            enc[o++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
+            enc[o++] = i + 2 < len ? alphabet[v & 63] : '=';
+        }
+        size_t n;
+        char why[160];
+        ck_assert_msg(proto_base64_decode(enc, o, back, &n, why, sizeof why), "len %zu: %s", len,
+                      why);
+        ck_assert_uint_eq(n, len);
+        ck_assert_mem_eq(back, data, len);
+    }
+}
+END_TEST
+
+/* ---- request shape -------------------------------------------------------------- */
+
+START_TEST(bad_json)
+{
+    refuse("", &STRETCH, 400, "empty body");
+    refuse("not json", &STRETCH, 400, "body is not valid JSON");
+    refuse("{\"image\": ", &STRETCH, 400, "not valid JSON");
+    refuse("{} trailing", &STRETCH, 400, "not valid JSON");
+    refuse("{\"image\": \"a\", \"image\": \"b\"}", &STRETCH, 400, "duplicate");
+    refuse("[1, 2]", &STRETCH, 400, "must be a JSON object");
+    refuse("\"image\"", &STRETCH, 400, "must be a JSON object");
+    refuse("null", &STRETCH, 400, "must be a JSON object");
+    refuse("{\"image\": \"\xff\xfe\"}", &STRETCH, 400, "not valid JSON"); /* bad UTF-8 */
+}
+END_TEST
+
+START_TEST(deep_nesting_is_refused_not_a_crash)
+{
+    size_t depth = 100000;
+    char *body = malloc(2 * depth + 32);
+    size_t o = (size_t)sprintf(body, "{\"pixels\": ");
+    for (size_t i = 0; i < depth; i++)
+        body[o++] = '[';
+    for (size_t i = 0; i < depth; i++)
+        body[o++] = ']';
+    strcpy(body + o, "}");
+    refuse(body, &STRETCH, 400, "not valid JSON");
+    free(body);
+}
+END_TEST
+
+START_TEST(fields)
+{
+    refuse("{}", &STRETCH, 400, "give exactly one of");
+    refuse("{\"top_k\": 3}", &STRETCH, 400, "give exactly one of");
+    char *b = fmt("{\"image\": \"%s\", \"pixels\": [[1]]}", G28);
+    refuse(b, &STRETCH, 400, "give exactly one of");
+    free(b);
+    b = fmt("{\"image\": \"%s\", \"images\": [\"%s\"]}", G28, G28);
+    refuse(b, &STRETCH, 400, "give exactly one of");
+    free(b);
+    b = fmt("{\"image\": \"%s\", \"colour\": true}", G28);
+    refuse(b, &STRETCH, 400, "unknown field \"colour\"");
+    free(b);
+    b = fmt("{\"Image\": \"%s\"}", G28);
+    refuse(b, &STRETCH, 400, "unknown field \"Image\"; allowed: image, images, pixels, top_k");
+    free(b);
+}
+END_TEST
+
+START_TEST(wrong_types)
+{
+    refuse("{\"image\": 5}", &STRETCH, 400, "image must be a base64 string, got an integer");
+    refuse("{\"image\": null}", &STRETCH, 400, "got null");
+    refuse("{\"image\": [\"abc\"]}", &STRETCH, 400, "got an array");
+    refuse("{\"images\": \"abc\"}", &STRETCH, 400, "images must be an array of base64 strings");
+    refuse("{\"images\": {}}", &STRETCH, 400, "got an object");
+    refuse("{\"images\": []}", &STRETCH, 400, "images is empty");
+    char *b = fmt("{\"images\": [\"%s\", 7]}", G28);
+    refuse(b, &STRETCH, 400, "images[1] must be a base64 string, got an integer");
+    free(b);
+    refuse("{\"pixels\": \"abc\"}", &STRETCH, 400, "pixels must be an array");
+    refuse("{\"pixels\": {\"a\": 1}}", &STRETCH, 400, "pixels must be an array");
+}
+END_TEST
+
+START_TEST(top_k_bounds)
+{
+    static const struct {
+        const char *value, *expect;
+    } bad[] = {
+        {"0", "top_k must be a positive integer, got 0"},
+        {"-2", "got -2"},
+        {"1.5", "got a number with a fraction"},
+        {"3.0", "got a number with a fraction"},
+        {"\"3\"", "got a string"},
+        {"true", "got a boolean"},
+        {"null", "got null"},
+        {"[3]", "got an array"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *b = fmt("{\"image\": \"%s\", \"top_k\": %s}", G28, bad[i].value);
+        refuse(b, &STRETCH, 400, bad[i].expect);
+        free(b);
+    }
+    static const struct {
+        const char *value;
+        int top_k;
+    } ok[] = {{"1", 1}, {"3", 3}, {"10", 10}, {"11", 10}, {"1000000000000000000", 10}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *b = fmt("{\"top_k\": %s, \"image\": \"%s\"}", ok[i].value, G28);
+        proto_classify_req req = accept(b, &STRETCH);
+        ck_assert_int_eq(req.top_k, ok[i].top_k);
+        proto_classify_req_free(&req);
+        free(b);
+    }
+    char *b = fmt("{\"image\": \"%s\"}", G28);
+    proto_classify_req req = accept(b, &STRETCH);
+    ck_assert_int_eq(req.top_k, PROTO_DEFAULT_TOP_K);
+    proto_classify_req_free(&req);
+    free(b);
+    /* With fewer labels than the default, the default is capped too. */
+    b = fmt("{\"image\": \"%s\"}", G28);
+    proto_error err;
+    ck_assert_int_eq(proto_parse_classify(b, strlen(b), &STRETCH, 3, 4, &req, &err), 0);
+    ck_assert_int_eq(req.top_k, 3);
+    proto_classify_req_free(&req);
+    free(b);
+}
+END_TEST
+
+/* ---- images --------------------------------------------------------------------- */
+
+START_TEST(one_image)
+{
+    char *b = fmt("{\"image\": \"%s\"}", G28);
+    proto_classify_req req = accept(b, &EXACT);
+    ck_assert_int_eq(req.form, PROTO_FORM_IMAGE);
+    ck_assert_int_eq(req.n, 1);
+    for (int y = 0; y < 28; y += 9)
+        for (int x = 0; x < 28; x += 5)
+            ck_assert_float_eq_tol(req.inputs[y * 28 + x], (float)((9 * x + y) % 256) / 255.0f,
+                                   1e-6f);
+    proto_classify_req_free(&req);
+    free(b);
+}
+END_TEST
+
+START_TEST(data_url)
+{
+    char *b = fmt("{\"image\": \"data:image/png;base64,%s\"}", G28);
+    proto_classify_req req = accept(b, &EXACT);
+    ck_assert_float_eq_tol(req.inputs[1], 9.0f / 255.0f, 1e-6f);
+    proto_classify_req_free(&req);
+    free(b);
+    refuse("{\"image\": \"data:image/png,abcd\"}", &STRETCH, 415, "data URL is not base64");
+    refuse("{\"image\": \"data:image/png;base64\"}", &STRETCH, 415, "data URL without ','");
+    refuse("{\"image\": \"data:image/png;base64,\"}", &STRETCH, 415, "image is empty");
+}
+END_TEST
+
+START_TEST(several_images)
+{
+    char *b = fmt("{\"images\": [\"%s\", \"%s\", \"data:image/png;base64,%s\"], \"top_k\": 2}",
+                  G28, RGB, G5);
+    proto_classify_req req = accept(b, &STRETCH);
+    ck_assert_int_eq(req.form, PROTO_FORM_IMAGES);
+    ck_assert_int_eq(req.n, 3);
+    ck_assert_int_eq(req.top_k, 2);
+    /* The first image's slot holds the first image. */
+    ck_assert_float_eq_tol(req.inputs[28 + 1], 10.0f / 255.0f, 1e-6f);
+    proto_classify_req_free(&req);
+    free(b);
+}
+END_TEST
+
+START_TEST(too_many_images)
+{
+    char *b = fmt("{\"images\": [\"%s\", \"%s\", \"%s\", \"%s\", \"%s\"]}", G5, G5, G5, G5, G5);
+    refuse(b, &STRETCH, 413, "too many images: 5; this server takes at most 4");
+    free(b);
+    /* Counted before anything is decoded: junk past the limit still gets 413. */
+    refuse("{\"images\": [\"x\", \"x\", \"x\", \"x\", \"x\"]}", &STRETCH, 413, "too many images");
+}
+END_TEST
+
+START_TEST(undecodable_images)
+{
+    refuse("{\"image\": \"\"}", &STRETCH, 415, "image is empty");
+    refuse("{\"image\": \"!!!!\"}", &STRETCH, 415, "image is not valid base64: invalid character");
+    refuse("{\"image\": \"aGVsbG8gd29ybGQ=\"}", &STRETCH, 415,
+           "image could not be decoded as PNG or JPEG");
+    /* A PNG cut short. */
+    char *b = fmt("{\"image\": \"%.100s\"}", G28);
+    refuse(b, &STRETCH, 415, "could not be decoded");
+    free(b);
+    b = fmt("{\"images\": [\"%s\", \"Zm9v\"]}", G28);
+    refuse(b, &STRETCH, 415, "images[1] could not be decoded");
+    free(b);
+    b = fmt("{\"images\": [\"%s\", \"Zm9v\\n\"]}", G28);
+    refuse(b, &STRETCH, 415, "images[1] is not valid base64");
+    free(b);
+}
+END_TEST
+
+START_TEST(wrong_size_image)
+{
+    char *b = fmt("{\"image\": \"%s\"}", G5);
+    refuse(b, &EXACT, 422, "5x5");
+    proto_classify_req req = accept(b, &STRETCH); /* stretched instead */
+    proto_classify_req_free(&req);
+    free(b);
+}
+END_TEST
+
+/* ---- pixels ------------------------------------------------------------------- */
+
+/* A [h][w] (c == 0) or [h][w][c] pixels body, every value v. */
+static char *pixels_body(int h, int w, int c, const char *v)
+{
+    size_t cap = (size_t)h * (size_t)w * ((size_t)(c ? c : 1) * (strlen(v) + 2) + 4) + 64;
+    char *s = malloc(cap), *p = s;
+    p += sprintf(p, "{\"pixels\": [");
+    for (int y = 0; y < h; y++) {
+        p += sprintf(p, "%s[", y ? "," : "");
+        for (int x = 0; x < w; x++) {
+            if (c == 0) {
+                p += sprintf(p, "%s%s", x ? "," : "", v);
+                continue;
+            }
+            p += sprintf(p, "%s[", x ? "," : "");
+            for (int k = 0; k < c; k++)
+                p += sprintf(p, "%s%s", k ? "," : "", v);
+            p += sprintf(p, "]");
+        }
+        p += sprintf(p, "]");
+    }
+    sprintf(p, "]}");
+    return s;
+}
+
+START_TEST(pixels_ok)
+{
+    char *b = pixels_body(28, 28, 0, "255");
+    proto_classify_req req = accept(b, &EXACT);
+    ck_assert_int_eq(req.form, PROTO_FORM_PIXELS);
+    ck_assert_int_eq(req.n, 1);
+    for (int i = 0; i < 28 * 28; i++)
+        ck_assert_float_eq(req.inputs[i], 1.0f);
+    proto_classify_req_free(&req);
+    free(b);
+    for (int c = 1; c <= 4; c++) {
+        if (c == 2)
+            continue;
+        b = pixels_body(28, 28, c, "0");
+        req = accept(b, &EXACT);
+        ck_assert_float_eq(req.inputs[0], 0.0f);
+        proto_classify_req_free(&req);
+        free(b);
+    }
+    req = accept("{\"pixels\": [[0, 255], [17, 3]]}", &STRETCH);
+    proto_classify_req_free(&req);
+}
+END_TEST
+
+START_TEST(pixels_wrong_shape)
+{
+    static const struct {
+        const char *body, *expect;
+    } cases[] = {
+        {"{\"pixels\": []}", "pixels is empty"},
+        {"{\"pixels\": [[]]}", "pixels[0] is empty"},
+        {"{\"pixels\": [1, 2, 3]}", "pixels[0] is an integer, not a row"},
+        {"{\"pixels\": [[1, 2], [3]]}", "pixels[1] has 1 columns but pixels[0] has 2"},
+        {"{\"pixels\": [[1, 2], 5]}", "pixels[1] is an integer"},
+        {"{\"pixels\": [[1, [2]]]}", "pixels[0][1] is an array but pixels[0][0] is a number"},
+        {"{\"pixels\": [[[1], 2]]}", "pixels[0][1] must be an array of 1 channel values"},
+        {"{\"pixels\": [[[1, 2]]]}", "pixels[0][0] has 2 channels; use 1 (gray), 3 (RGB) or 4"},
+        {"{\"pixels\": [[[1, 2, 3, 4, 5]]]}", "has 5 channels"},
+        {"{\"pixels\": [[[]]]}", "has 0 channels"},
+        {"{\"pixels\": [[[1, 2, 3], [4, 5]]]}", "pixels[0][1] must be an array of 3"},
+        {"{\"pixels\": [[[[1]]]]}", "pixels[0][0][0] must be an integer 0..255, got an array"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int want = strstr(cases[i].expect, "must be an integer") ? 400 : 422;
+        refuse(cases[i].body, &STRETCH, want, cases[i].expect);
+    }
+    /* Right form, wrong size for a model that does not resize. */
+    char *b = pixels_body(27, 28, 0, "1");
+    refuse(b, &EXACT, 422, "pixels: ");
+    free(b);
+}
+END_TEST
+
+START_TEST(pixels_wrong_values)
+{
+    refuse("{\"pixels\": [[0, 256]]}", &STRETCH, 422,
+           "pixels[0][1] = 256 is out of range: pixel values are integers 0..255");
+    refuse("{\"pixels\": [[-1]]}", &STRETCH, 422, "pixels[0][0] = -1 is out of range");
+    refuse("{\"pixels\": [[0], [99999999999999]]}", &STRETCH, 422, "pixels[1][0] = 99999999999999");
+    refuse("{\"pixels\": [[0.5]]}", &STRETCH, 422, "pixels[0][0] = 0.5 is not an integer");
+    refuse("{\"pixels\": [[1.0]]}", &STRETCH, 422, "is not an integer");
+    refuse("{\"pixels\": [[[1, 2, 300]]]}", &STRETCH, 422, "pixels[0][0][2] = 300");
+    refuse("{\"pixels\": [[\"7\"]]}", &STRETCH, 400,
+           "pixels[0][0] must be an integer 0..255, got a string");
+    refuse("{\"pixels\": [[null]]}", &STRETCH, 400, "got null");
+    refuse("{\"pixels\": [[true]]}", &STRETCH, 400, "got a boolean");
+    refuse("{\"pixels\": [[{}]]}", &STRETCH, 400, "got an object");
+}
+END_TEST
+
+START_TEST(pixels_huge)
+{
+    /* 4097 rows: refused on the count, before any value is looked at. */
+    char *b = pixels_body(4097, 1, 0, "0");
+    refuse(b, &STRETCH, 422, "pixels has 4097 rows; at most 4096");
+    free(b);
+    b = pixels_body(1, 4097, 0, "0");
+    refuse(b, &STRETCH, 422, "4097 columns; at most 4096");
+    free(b);
+    /* Big but allowed: a 1000 x 1000 gray image is accepted and resized. */
+    b = pixels_body(1000, 1000, 0, "128");
+    proto_classify_req req = accept(b, &STRETCH);
+    ck_assert_float_eq_tol(req.inputs[0], 128.0f / 255.0f, 1e-6f);
+    proto_classify_req_free(&req);
+    free(b);
+}
+END_TEST
+
+/* ---- responses -------------------------------------------------------------------- */
+
+static json_t *load(const char *s)
+{
+    json_error_t e;
+    json_t *j = json_loads(s, 0, &e);
+    ck_assert_msg(j != NULL, "invalid JSON produced: %s (%s)", s, e.text);
+    return j;
+}
+
+static char *labels10[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                           "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+START_TEST(format_single)
+{
+    float probs[10] = {0.01f, 0.02f, 0.0f, 0.05f, 0.0f, 0.1f, 0.0f, 0.8f, 0.02f, 0.0f};
+    proto_error err;
+    char *s = proto_format_classify("fashion", PROTO_FORM_IMAGE, probs, 1, 10, 3, labels10, &err);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_str_eq(s, "{\"model\":\"fashion\",\"predictions\":["
+                        "{\"label\":\"Sneaker\",\"index\":7,\"score\":0.8},"
+                        "{\"label\":\"Sandal\",\"index\":5,\"score\":0.1},"
+                        "{\"label\":\"Dress\",\"index\":3,\"score\":0.05}]}");
+    free(s);
+    /* Ties keep index order; top_k beyond the classes is capped. */
+    s = proto_format_classify("m", PROTO_FORM_PIXELS, probs, 1, 10, 99, labels10, &err);
+    json_t *j = load(s);
+    json_t *preds = json_object_get(j, "predictions");
+    ck_assert_uint_eq(json_array_size(preds), 10);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(preds, 3), "index")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(preds, 4), "index")), 8);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(preds, 6), "index")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(preds, 9), "index")), 9);
+    double prev = 2.0;
+    for (size_t i = 0; i < 10; i++) {
+        double sc = json_real_value(json_object_get(json_array_get(preds, i), "score"));
+        ck_assert(sc <= prev);
+        prev = sc;
+    }
+    json_decref(j);
+    free(s);
+}
+END_TEST
+
+START_TEST(format_batch)
+{
+    float probs[2][3] = {{0.2f, 0.7f, 0.1f}, {NAN, 0.25f, 0.75f}};
+    char *labels[] = {"a", "b\"quoted\"", "c"};
+    proto_error err;
+    char *s = proto_format_classify("m", PROTO_FORM_IMAGES, &probs[0][0], 2, 3, 2, labels, &err);
+    json_t *j = load(s);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "model")), "m");
+    json_t *results = json_object_get(j, "results");
+    ck_assert_uint_eq(json_array_size(results), 2);
+    json_t *p0 = json_object_get(json_array_get(results, 0), "predictions");
+    ck_assert_uint_eq(json_array_size(p0), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(p0, 0), "label")),
+                     "b\"quoted\"");
+    /* NaN sorts last and is never printed as a (non-JSON) NaN. */
+    json_t *p1 = json_object_get(json_array_get(results, 1), "predictions");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(p1, 0), "index")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(p1, 1), "index")), 1);
+    ck_assert_ptr_null(json_object_get(j, "predictions"));
+    json_decref(j);
+    free(s);
+    /* A batch of one is still a results list. */
+    s = proto_format_classify("m", PROTO_FORM_IMAGES, &probs[0][0], 1, 3, 1, labels, &err);
+    ck_assert_str_eq(s, "{\"model\":\"m\",\"results\":[{\"predictions\":"
+                        "[{\"label\":\"b\\\"quoted\\\"\",\"index\":1,\"score\":0.7}]}]}");
+    free(s);
+}
+END_TEST
+
+START_TEST(format_models)
+{
+    proto_model_info m[2] = {
+        {"fashion", "cnn", true, "layers", 1, 28, 28, 10, 16},
+        {"r18", "cnn", false, "resnet18", 3, 224, 224, 1000, 8},
+    };
+    char *s = proto_format_models(m, 1);
+    ck_assert_str_eq(s, "{\"models\":[{\"name\":\"fashion\",\"kind\":\"cnn\",\"ready\":true,"
+                        "\"architecture\":\"layers\",\"inputs\":{\"channels\":1,\"height\":28,"
+                        "\"width\":28},\"classes\":10,\"max_batch_size\":16}]}");
+    free(s);
+    s = proto_format_models(m, 2);
+    json_t *j = load(s);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "models")), 2);
+    json_decref(j);
+    free(s);
+    s = proto_format_models(m, 0);
+    ck_assert_str_eq(s, "{\"models\":[]}");
+    free(s);
+    s = proto_format_model(&m[1]);
+    ck_assert_str_eq(s, "{\"name\":\"r18\",\"kind\":\"cnn\",\"ready\":false,"
+                        "\"architecture\":\"resnet18\",\"inputs\":{\"channels\":3,\"height\":224,"
+                        "\"width\":224},\"classes\":1000,\"max_batch_size\":8}");
+    free(s);
+}
+END_TEST
+
+START_TEST(format_errors_and_status)
+{
+    char *s = proto_format_error("unknown field \"x\"; allowed: image");
+    ck_assert_str_eq(s, "{\"error\":\"unknown field \\\"x\\\"; allowed: image\"}");
+    free(s);
+    s = proto_format_error("bad \xff byte and \x01 control");
+    json_t *j = load(s);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "error")), "bad ? byte and ? control");
+    json_decref(j);
+    free(s);
+    s = proto_format_error("caf\xc3\xa9"); /* valid UTF-8 is kept */
+    j = load(s);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "error")), "caf\xc3\xa9");
+    json_decref(j);
+    free(s);
+    s = proto_format_status("ready");
+    ck_assert_str_eq(s, "{\"status\":\"ready\"}");
+    free(s);
+}
+END_TEST
+
+static Suite *proto_suite(void)
+{
+    Suite *s = suite_create("proto");
+    TCase *b = tcase_create("base64");
+    tcase_add_test(b, base64_rfc4648_vectors);
+    tcase_add_test(b, base64_refusals);
+    tcase_add_test(b, base64_round_trip);
+    suite_add_tcase(s, b);
+
+    TCase *req = tcase_create("request");
+    tcase_set_timeout(req, 60);
+    tcase_add_test(req, bad_json);
+    tcase_add_test(req, deep_nesting_is_refused_not_a_crash);
+    tcase_add_test(req, fields);
+    tcase_add_test(req, wrong_types);
+    tcase_add_test(req, top_k_bounds);
+    tcase_add_test(req, one_image);
+    tcase_add_test(req, data_url);
+    tcase_add_test(req, several_images);
+    tcase_add_test(req, too_many_images);
+    tcase_add_test(req, undecodable_images);
+    tcase_add_test(req, wrong_size_image);
+    tcase_add_test(req, pixels_ok);
+    tcase_add_test(req, pixels_wrong_shape);
+    tcase_add_test(req, pixels_wrong_values);
+    tcase_add_test(req, pixels_huge);
+    suite_add_tcase(s, req);
+
+    TCase *resp = tcase_create("response");
+    tcase_add_test(resp, format_single);
+    tcase_add_test(resp, format_batch);
+    tcase_add_test(resp, format_models);
+    tcase_add_test(resp, format_errors_and_status);
+    suite_add_tcase(s, resp);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(proto_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
