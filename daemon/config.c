@@ -106,18 +106,6 @@ static const config_option options[] = {
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static const char *scope_name(opt_scope s) { return s == SCOPE_SERVER ? "server" : "model"; }
 
 static const config_option *find_option(opt_scope scope, const char *name)
@@ -177,10 +165,10 @@ static int set_int(const config_option *o, void *field, const char *value, const
     long long v;
     const char *rest;
     if (!parse_ll(value, &v, &rest) || *rest != '\0')
-        return fail(err, errlen, "%s = '%s': expected an integer from %lld to %lld", where, value,
+        return log_errbuf(err, errlen, "%s = '%s': expected an integer from %lld to %lld", where, value,
                     o->min, o->max);
     if (v < o->min || v > o->max)
-        return fail(err, errlen, "%s = %lld is out of range: allowed %lld to %lld", where, v,
+        return log_errbuf(err, errlen, "%s = %lld is out of range: allowed %lld to %lld", where, v,
                     o->min, o->max);
     *(int *)field = (int)v;
     return 0;
@@ -207,16 +195,16 @@ static int set_bytes(const config_option *o, void *field, const char *value, con
             goto bad;
     }
     if (v < 0 || (v > 0 && mult > o->max / v + 1))
-        return fail(err, errlen, "%s = %s is out of range: allowed %lld to %lld bytes", where,
+        return log_errbuf(err, errlen, "%s = %s is out of range: allowed %lld to %lld bytes", where,
                     value, o->min, o->max);
     v *= mult;
     if (v < o->min || v > o->max)
-        return fail(err, errlen, "%s = %s is out of range: allowed %lld to %lld bytes", where,
+        return log_errbuf(err, errlen, "%s = %s is out of range: allowed %lld to %lld bytes", where,
                     value, o->min, o->max);
     *(long long *)field = v;
     return 0;
 bad:
-    return fail(err, errlen, "%s = '%s': expected a byte count such as 8388608, 512K or 8M",
+    return log_errbuf(err, errlen, "%s = '%s': expected a byte count such as 8388608, 512K or 8M",
                 where, value);
 }
 
@@ -229,7 +217,7 @@ static int parse_listen(config *c, const char *value, const char *where, char *e
     if (value[0] == '[') {
         const char *close = strchr(value, ']');
         if (close == NULL || close[1] != ':')
-            return fail(err, errlen, "%s = '%s': expected [IPv6]:PORT, e.g. [::1]:8080", where,
+            return log_errbuf(err, errlen, "%s = '%s': expected [IPv6]:PORT, e.g. [::1]:8080", where,
                         value);
         host = value + 1;
         host_len = (size_t)(close - host);
@@ -237,22 +225,22 @@ static int parse_listen(config *c, const char *value, const char *where, char *e
     } else {
         colon = strrchr(value, ':');
         if (colon == NULL)
-            return fail(err, errlen, "%s = '%s': expected HOST:PORT, e.g. 127.0.0.1:8080", where,
+            return log_errbuf(err, errlen, "%s = '%s': expected HOST:PORT, e.g. 127.0.0.1:8080", where,
                         value);
         if (memchr(value, ':', (size_t)(colon - value)) != NULL)
-            return fail(err, errlen, "%s = '%s': write IPv6 addresses in brackets, e.g. [::1]:8080",
+            return log_errbuf(err, errlen, "%s = '%s': write IPv6 addresses in brackets, e.g. [::1]:8080",
                         where, value);
         host_len = (size_t)(colon - value);
     }
     if (host_len == 0 || host_len >= CONFIG_HOST_MAX)
-        return fail(err, errlen, "%s = '%s': the host is empty or too long", where, value);
+        return log_errbuf(err, errlen, "%s = '%s': the host is empty or too long", where, value);
     long long port;
     const char *rest;
     if (!parse_ll(colon + 1, &port, &rest) || *rest != '\0' || port < 1 || port > 65535)
-        return fail(err, errlen, "%s = '%s': the port must be an integer from 1 to 65535", where,
+        return log_errbuf(err, errlen, "%s = '%s': the port must be an integer from 1 to 65535", where,
                     value);
     if (strlen(value) >= sizeof c->listen)
-        return fail(err, errlen, "%s: value too long", where);
+        return log_errbuf(err, errlen, "%s: value too long", where);
     memcpy(c->host, host, host_len);
     c->host[host_len] = '\0';
     c->port = (int)port;
@@ -274,19 +262,19 @@ static config_model *add_model(config *c, const char *name, char *err, size_t er
     if (m != NULL)
         return m;
     if (!model_name_ok(name)) {
-        fail(err, errlen,
+        log_errbuf(err, errlen,
              "model name '%s' is not allowed: use 1 to %d of A-Z a-z 0-9 _ . - "
              "(it appears in URLs)",
              name, CONFIG_NAME_MAX - 1);
         return NULL;
     }
     if (c->n_models >= CONFIG_MAX_MODELS) {
-        fail(err, errlen, "too many models: at most %d", CONFIG_MAX_MODELS);
+        log_errbuf(err, errlen, "too many models: at most %d", CONFIG_MAX_MODELS);
         return NULL;
     }
     config_model *grown = realloc(c->models, (size_t)(c->n_models + 1) * sizeof *grown);
     if (grown == NULL) {
-        fail(err, errlen, "out of memory");
+        log_errbuf(err, errlen, "out of memory");
         return NULL;
     }
     c->models = grown;
@@ -318,7 +306,7 @@ int config_set(config *c, const char *section, const char *key, const char *valu
         scope = SCOPE_MODEL;
         base = m;
     } else {
-        return fail(err, errlen,
+        return log_errbuf(err, errlen,
                     "unknown section [%.64s]: sections are [server] and [model NAME]", section);
     }
 
@@ -326,7 +314,7 @@ int config_set(config *c, const char *section, const char *key, const char *valu
     if (o == NULL) {
         char keys[512];
         known_keys(scope, keys, sizeof keys);
-        return fail(err, errlen, "unknown key '%.64s' in [%.80s]; known keys: %s", key, section,
+        return log_errbuf(err, errlen, "unknown key '%.64s' in [%.80s]; known keys: %s", key, section,
                     keys);
     }
     snprintf(where, sizeof where, "[%.80s] %s", section, key);
@@ -342,20 +330,20 @@ int config_set(config *c, const char *section, const char *key, const char *valu
     case OPT_LOG_LEVEL: {
         log_level lvl;
         if (!log_level_parse(value, &lvl))
-            return fail(err, errlen, "%s = '%s': expected debug, info, warn or error", where,
+            return log_errbuf(err, errlen, "%s = '%s': expected debug, info, warn or error", where,
                         value);
         strcpy(c->log_level, value);
         return 0;
     }
     case OPT_PATH:
         if (value[0] == '\0')
-            return fail(err, errlen, "%s is empty: give the model directory", where);
+            return log_errbuf(err, errlen, "%s is empty: give the model directory", where);
         if (strlen(value) >= PATH_MAX)
-            return fail(err, errlen, "%s: path too long", where);
+            return log_errbuf(err, errlen, "%s: path too long", where);
         strcpy((char *)field, value);
         return 0;
     }
-    return fail(err, errlen, "%s: internal error: unknown option type", where);
+    return log_errbuf(err, errlen, "%s: internal error: unknown option type", where);
 }
 
 void config_defaults(config *c)
@@ -425,24 +413,24 @@ int config_load_file(config *c, const char *path, char *err, size_t errlen)
 {
     ini_state st = {.c = c, .f = fopen(path, "r")};
     if (st.f == NULL)
-        return fail(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
+        return log_errbuf(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
     int rc = ini_parse_stream(config_ini_read, &st, config_ini_key, &st);
     bool read_error = ferror(st.f) != 0;
     fclose(st.f);
 
     if (read_error)
-        return fail(err, errlen, "%s: read error", path);
+        return log_errbuf(err, errlen, "%s: read error", path);
     if (st.line_too_long)
-        return fail(err, errlen, "%s:%d: line longer than %d characters", path, st.line,
+        return log_errbuf(err, errlen, "%s:%d: line longer than %d characters", path, st.line,
                     INI_MAX_LINE - 2);
     if (rc < 0)
-        return fail(err, errlen, "%s: out of memory while parsing", path);
+        return log_errbuf(err, errlen, "%s: out of memory while parsing", path);
     if (rc > 0 && (st.err_line == 0 || rc < st.err_line))
-        return fail(err, errlen,
+        return log_errbuf(err, errlen,
                     "%s:%d: syntax error: expected '[section]', 'key = value' or a comment", path,
                     rc);
     if (st.err_line > 0)
-        return fail(err, errlen, "%s:%d: %s", path, st.err_line, st.err);
+        return log_errbuf(err, errlen, "%s:%d: %s", path, st.err_line, st.err);
     return 0;
 }
 
@@ -452,17 +440,17 @@ int config_add_model_arg(config *c, const char *arg, char *err, size_t errlen)
 {
     const char *eq = strchr(arg, '=');
     if (eq == NULL || eq == arg || eq[1] == '\0')
-        return fail(err, errlen,
+        return log_errbuf(err, errlen,
                     "--model '%s': expected NAME=DIR, e.g. --model fashion=models/fashion", arg);
     char section[CONFIG_NAME_MAX + 8];
     size_t name_len = (size_t)(eq - arg);
     if (name_len >= CONFIG_NAME_MAX)
-        return fail(err, errlen, "--model '%s': the name is longer than %d characters", arg,
+        return log_errbuf(err, errlen, "--model '%s': the name is longer than %d characters", arg,
                     CONFIG_NAME_MAX - 1);
     snprintf(section, sizeof section, "model %.*s", (int)name_len, arg);
     char msg[CONFIG_ERR_MAX];
     if (config_set(c, section, "path", eq + 1, msg, sizeof msg) != 0)
-        return fail(err, errlen, "--model: %s", msg);
+        return log_errbuf(err, errlen, "--model: %s", msg);
     return 0;
 }
 
@@ -482,7 +470,7 @@ int config_finish(config *c, char *err, size_t errlen)
             if (is_dir(candidates[i]))
                 found = candidates[i];
         if (found == NULL)
-            return fail(err, errlen,
+            return log_errbuf(err, errlen,
                         "no model configured and no default model at %s or %s; "
                         "pass --model NAME=DIR or add a [model NAME] section",
                         candidates[0], candidates[1]);
@@ -490,14 +478,14 @@ int config_finish(config *c, char *err, size_t errlen)
             return -1;
     }
     if ((long long)c->max_queue_delay_us >= (long long)c->request_timeout_ms * 1000)
-        return fail(err, errlen,
+        return log_errbuf(err, errlen,
                     "max_queue_delay_us (%d) must be less than request_timeout_ms (%d) in "
                     "microseconds, or requests would expire while waiting for a batch",
                     c->max_queue_delay_us, c->request_timeout_ms);
     for (int i = 0; i < c->n_models; i++) {
         config_model *m = &c->models[i];
         if (m->path[0] == '\0')
-            return fail(err, errlen, "[model %s] has no path: add 'path = DIR'", m->name);
+            return log_errbuf(err, errlen, "[model %s] has no path: add 'path = DIR'", m->name);
         if (m->workers == 0)
             m->workers = c->workers;
         if (m->max_batch_size == 0)
@@ -529,7 +517,7 @@ static int value_flag(int argc, char **argv, int *i, const char **flag, const ch
         if (a[n] != '\0')
             continue;
         if (*i + 1 >= argc)
-            return fail(err, errlen, "%s needs a value; see --help", value_flags[k]);
+            return log_errbuf(err, errlen, "%s needs a value; see --help", value_flags[k]);
         *flag = value_flags[k];
         *value = argv[++*i];
         return 1;
@@ -562,12 +550,12 @@ int config_from_args(config *c, int argc, char **argv, config_action *action, ch
             return -1;
         if (r == 0) {
             if (a[0] == '-')
-                return fail(err, errlen, "unknown option '%s'; see --help", a);
-            return fail(err, errlen, "unexpected argument '%s'; see --help", a);
+                return log_errbuf(err, errlen, "unknown option '%s'; see --help", a);
+            return log_errbuf(err, errlen, "unexpected argument '%s'; see --help", a);
         }
         if (strcmp(flag, "--config") == 0) {
             if (config_path != NULL)
-                return fail(err, errlen, "--config given twice");
+                return log_errbuf(err, errlen, "--config given twice");
             config_path = value;
         }
     }
@@ -582,7 +570,7 @@ int config_from_args(config *c, int argc, char **argv, config_action *action, ch
         if (strcmp(flag, "--listen") == 0) {
             char msg[CONFIG_ERR_MAX];
             if (config_set(c, "server", "listen", value, msg, sizeof msg) != 0)
-                return fail(err, errlen, "--listen: %s", msg);
+                return log_errbuf(err, errlen, "--listen: %s", msg);
         } else if (strcmp(flag, "--model") == 0) {
             if (config_add_model_arg(c, value, err, errlen) != 0)
                 return -1;

@@ -550,16 +550,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- start and stop ------------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* Our own listening socket, so a bind failure gets a clear message. */
 static int open_listener(const config *cfg, int *fd_out, int *family, char *err, size_t errlen)
 {
@@ -571,7 +561,7 @@ static int open_listener(const config *cfg, int *fd_out, int *family, char *err,
     struct addrinfo *res;
     int gai = getaddrinfo(cfg->host, port, &hints, &res);
     if (gai != 0)
-        return fail(err, errlen, "cannot resolve listen address '%s': %s", cfg->host,
+        return log_errbuf(err, errlen, "cannot resolve listen address '%s': %s", cfg->host,
                     gai_strerror(gai));
     int saved = 0;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
@@ -593,7 +583,7 @@ static int open_listener(const config *cfg, int *fd_out, int *family, char *err,
         close(fd);
     }
     freeaddrinfo(res);
-    return fail(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(saved));
+    return log_errbuf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(saved));
 }
 
 int http_start(http_server **out, const config *cfg, registry *reg, char *err, size_t errlen)
@@ -601,7 +591,7 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
     *out = NULL;
     http_server *s = calloc(1, sizeof *s);
     if (s == NULL)
-        return fail(err, errlen, "out of memory");
+        return log_errbuf(err, errlen, "out of memory");
     s->reg = reg;
     s->max_body = (size_t)cfg->max_body_bytes;
     s->max_images = cfg->max_images_per_request;
@@ -637,7 +627,7 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
     if (s->mhd == NULL) {
         close(s->listen_fd);
         free(s);
-        return fail(err, errlen, "cannot start the HTTP server on %s (libmicrohttpd refused; "
+        return log_errbuf(err, errlen, "cannot start the HTTP server on %s (libmicrohttpd refused; "
                                  "see the log above)",
                     cfg->listen);
     }

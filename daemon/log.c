@@ -70,3 +70,14 @@ void log_msg(log_level level, const char *fmt, ...)
     line[n] = '\0';
     fputs(line, stderr);
 }
+
+int log_errbuf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}

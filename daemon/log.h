@@ -10,6 +10,7 @@
 #define MODELD_DAEMON_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum log_level {
     LOG_LEVEL_DEBUG = 0,
@@ -23,6 +24,10 @@ log_level log_get_level(void);
 const char *log_level_name(log_level level);
 /* "debug", "info", "warn" or "error"; false if s is none of them. */
 bool log_level_parse(const char *s, log_level *out);
+
+/* Formats a message into a caller's error buffer and returns -1.  Start-up code
+ * (config, registry, workers, HTTP) reports failures this way and main() logs them. */
+int log_errbuf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -28,16 +28,6 @@ struct registry {
     uint64_t timeout_us, max_delay_us;
 };
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static double now_ms(void)
 {
     struct timespec ts;
@@ -50,11 +40,11 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
     *out = NULL;
     registry *r = calloc(1, sizeof *r);
     if (r == NULL)
-        return fail(err, errlen, "out of memory");
+        return log_errbuf(err, errlen, "out of memory");
     r->models = calloc((size_t)cfg->n_models, sizeof *r->models);
     if (r->models == NULL && cfg->n_models > 0) {
         free(r);
-        return fail(err, errlen, "out of memory");
+        return log_errbuf(err, errlen, "out of memory");
     }
     r->timeout_us = (uint64_t)cfg->request_timeout_ms * 1000u;
     r->max_delay_us = (uint64_t)cfg->max_queue_delay_us;
@@ -70,7 +60,7 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
         atomic_init(&m->ready, false);
         engine_err e;
         if (model_dir_read(cm->path, &m->md, &e) != ENGINE_OK) {
-            fail(err, errlen, "model %s (%s): %s", cm->name, cm->path, e.msg);
+            log_errbuf(err, errlen, "model %s (%s): %s", cm->name, cm->path, e.msg);
             registry_free(r);
             return -1;
         }
@@ -86,10 +76,10 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
     engine_err e;
     if (engine_cnn_load(&m->md.cnn, m->md.weights_path, m->max_batch, &m->model, &e) !=
         ENGINE_OK)
-        return fail(err, errlen, "model %s (%s): %s", m->name, m->path, e.msg);
+        return log_errbuf(err, errlen, "model %s (%s): %s", m->name, m->path, e.msg);
     int k = engine_model_num_outputs(m->model);
     if (k != m->md.n_labels)
-        return fail(err, errlen, "model %s: the network has %d outputs but labels.txt has %d lines",
+        return log_errbuf(err, errlen, "model %s: the network has %d outputs but labels.txt has %d lines",
                     m->name, k, m->md.n_labels);
 
     batcher_config bc = {
@@ -100,7 +90,7 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
     };
     batcher_status bs = batcher_create(&bc, &m->batcher);
     if (bs != BATCHER_OK)
-        return fail(err, errlen, "model %s: queue: %s", m->name, batcher_status_str(bs));
+        return log_errbuf(err, errlen, "model %s: queue: %s", m->name, batcher_status_str(bs));
     if (worker_pool_start(&m->pool, m->name, m->model, m->batcher, m->workers, m->max_batch, err,
                           errlen) != 0)
         return -1;

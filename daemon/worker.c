@@ -48,16 +48,6 @@ struct worker_pool {
     worker *w;
 };
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* One job on its own: forward straight from its inputs into its outputs, chunk by
  * chunk, softmax in place.  Returns false with the engine's message in err. */
 static bool run_single(worker *w, batcher_job *job, engine_err *err)
@@ -135,12 +125,12 @@ int worker_pool_start(worker_pool **out, const char *name, const engine_model *m
 {
     *out = NULL;
     if (n_workers < 1 || max_batch < 1 || max_batch > engine_model_max_batch(model))
-        return fail(err, errlen,
+        return log_errbuf(err, errlen,
                     "model %s: bad worker settings (%d workers, batch %d, model max %d)", name,
                     n_workers, max_batch, engine_model_max_batch(model));
     worker_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
-        return fail(err, errlen, "out of memory");
+        return log_errbuf(err, errlen, "out of memory");
     snprintf(p->name, sizeof p->name, "%s", name);
     p->model = model;
     p->b = b;
@@ -152,7 +142,7 @@ int worker_pool_start(worker_pool **out, const char *name, const engine_model *m
     p->w = calloc((size_t)n_workers, sizeof *p->w);
     if (p->w == NULL) {
         free(p);
-        return fail(err, errlen, "out of memory");
+        return log_errbuf(err, errlen, "out of memory");
     }
 
     for (int i = 0; i < n_workers; i++) {
@@ -161,14 +151,14 @@ int worker_pool_start(worker_pool **out, const char *name, const engine_model *m
         w->index = i;
         engine_err e;
         if (engine_session_open(model, &w->session, &e) != ENGINE_OK) {
-            fail(err, errlen, "model %s: worker %d: %s", name, i, e.msg);
+            log_errbuf(err, errlen, "model %s: worker %d: %s", name, i, e.msg);
             goto undo;
         }
         w->x = malloc((size_t)max_batch * p->chw * sizeof *w->x);
         w->y = malloc((size_t)max_batch * (size_t)p->k * sizeof *w->y);
         w->jobs = malloc((size_t)max_batch * sizeof *w->jobs);
         if (w->x == NULL || w->y == NULL || w->jobs == NULL) {
-            fail(err, errlen, "model %s: out of memory for worker buffers", name);
+            log_errbuf(err, errlen, "model %s: out of memory for worker buffers", name);
             goto undo;
         }
     }
@@ -176,7 +166,7 @@ int worker_pool_start(worker_pool **out, const char *name, const engine_model *m
     for (int i = 0; i < n_workers; i++) {
         int rc = pthread_create(&p->w[i].thread, NULL, worker_main, &p->w[i]);
         if (rc != 0) {
-            fail(err, errlen, "model %s: cannot start worker thread: %s", name, strerror(rc));
+            log_errbuf(err, errlen, "model %s: cannot start worker thread: %s", name, strerror(rc));
             /* Threads already running stop once the owner closes the batcher, so
              * hand the pool back for worker_pool_free() to join and release. */
             *out = p;

@@ -28,14 +28,8 @@
 #include <stdbool.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define OPS_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define OPS_SIMD_CLONES
-#endif
+#include "engine/ops/simd.h"
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
 
 /* Floor division for a possibly negative numerator and a positive divisor. */
 static long floor_div(long a, long b)

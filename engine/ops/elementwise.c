@@ -12,13 +12,8 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define OPS_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define OPS_SIMD_CLONES
-#endif
+#include "engine/ops/simd.h"
 
-typedef float v8f __attribute__((vector_size(32)));
 
 enum { ADD_CHUNK = 4096 }; /* floats: 16 KiB, well inside L1 + L2 */
 
