@@ -81,6 +81,35 @@ void engine_session_close(engine_session *s);
 engine_status engine_cnn_forward(engine_session *s, const float *x, int n, float *logits,
                                  engine_err *err);
 
+/* ---- BERT ------------------------------------------------------------------ */
+
+struct bert_config; /* engine/models/bert.h */
+
+/* Builds a BERT from a Hugging Face checkpoint (BertForMaskedLM or BertForPreTraining
+ * key names; the MLM decoder tied to the word embeddings when absent).  Sessions are
+ * sized for batches of up to max_batch sequences of up to max_tokens tokens in all. */
+engine_status engine_bert_load(const struct bert_config *cfg, const char *weights_path,
+                               int max_batch, int max_tokens, engine_model **out,
+                               engine_err *err);
+/* Whether the checkpoint has the next-sentence head (cls.seq_relationship). */
+bool engine_bert_has_nsp(const engine_model *m);
+
+/* One sequence of a batch: token ids with [CLS] ... [SEP] already in place. */
+typedef struct engine_bert_seq {
+    const int32_t *ids;        /* (T) */
+    const int32_t *type_ids;   /* (T) segment ids, or NULL for all zeros */
+    int len;                   /* T, 1..max_position_embeddings */
+    const int32_t *mask_pos;   /* positions whose MLM logits are wanted */
+    int n_mask;
+} engine_bert_seq;
+
+/* Runs n sequences as one batch (packed: no padding is computed) and writes, when
+ * non-NULL, mlm: (sum of n_mask, vocab_size) logits at the mask positions in order,
+ * and nsp: (n, 2) next-sentence logits (index 0 = "B follows A").  Every sequence gets
+ * the answer it would get alone.  Never allocates. */
+engine_status engine_bert_forward(engine_session *s, const engine_bert_seq *seqs, int n,
+                                  float *mlm, float *nsp, engine_err *err);
+
 /* Row-wise softmax of (rows, cols) logits in place: the scores the API returns. */
 void engine_softmax(float *x, int rows, int cols);
 

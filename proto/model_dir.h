@@ -10,25 +10,37 @@
 #define MODELD_PROTO_MODEL_DIR_H
 
 #include <limits.h>
+#include <stdbool.h>
 
 #include "engine/engine.h"
 #include "engine/image.h"
+#include "engine/models/bert.h"
 #include "engine/models/cnn.h"
+
+/* Longest path a model directory may have (PATH_MAX is not in strict C11). */
+#define MODEL_DIR_PATH_MAX 4096
 
 #define MODEL_DIR_MAX_LABELS 100000
 #define MODEL_DIR_MAX_LABEL_LEN 256
 
 typedef enum model_kind {
     MODEL_KIND_CNN = 0,
+    MODEL_KIND_BERT,
 } model_kind;
 
 typedef struct model_dir {
     model_kind kind;
+    /* MODEL_KIND_CNN */
     cnn_spec cnn;
     image_preproc preproc;
     char **labels;      /* n_labels strings, owned */
     int n_labels;
-    char weights_path[PATH_MAX];
+    /* MODEL_KIND_BERT */
+    bert_config bert;
+    char vocab_path[MODEL_DIR_PATH_MAX];
+    bool do_lower_case; /* tokenizer_config.json, default true */
+    /* both */
+    char weights_path[MODEL_DIR_PATH_MAX];
 } model_dir;
 
 engine_status model_dir_read(const char *dir, model_dir *out, engine_err *err);
