@@ -5,10 +5,13 @@
  * variable the workers sleep on.  HTTP threads call submit and cancel; worker
  * threads call take and finish; any of them may expire overdue jobs.
  *
- * Flush policy: a batch is due when the queued images fill max_batch, when the
- * oldest job has waited max_delay_us (0: at once), or when the batcher is closing.
- * A batch is taken from the head in order and never reorders or splits a job; a
- * job larger than max_batch goes alone and the worker runs it in chunks.
+ * Flush policy: a batch is due when the queued units fill max_units or the queued
+ * jobs reach max_jobs, when the oldest job has waited max_delay_us (0: at once), or
+ * when the batcher is closing.  Units are whatever bounds a forward pass of the
+ * model (images for a CNN, tokens for BERT, whose sequences are also capped by
+ * max_jobs); the payload is opaque here.  A batch is taken from the head in order
+ * and never reorders or splits a job; a job larger than max_units goes alone and
+ * the worker runs it in chunks.
  *
  * Deadlines are the batcher's, not the HTTP layer's: a suspended connection never
  * times out in libmicrohttpd.  A job still queued at enqueue + timeout_us is
@@ -35,9 +38,9 @@
 
 struct batcher_job {
     /* Fixed at creation. */
-    float *inputs;   /* (n, ...) */
-    float *outputs;  /* (n, out_per_item) */
-    int n;
+    void *payload;
+    batcher_free_fn free_payload;
+    int units;
     batcher_notify_fn notify;
     void *user;
     atomic_int refs;
@@ -56,7 +59,7 @@ struct batcher {
     pthread_cond_t cv;      /* workers wait for work; CLOCK_MONOTONIC */
     pthread_cond_t cb_done; /* a job's callback returned */
     batcher_job *head, *tail;
-    int n_jobs, n_images;
+    int n_jobs, n_units;
     bool closed;
 };
 
@@ -91,22 +94,18 @@ static uint64_t now_us(const batcher *b) { return b->cfg.clock(b->cfg.clock_ctx)
 
 /* ---- jobs ------------------------------------------------------------------- */
 
-batcher_job *batcher_job_new(float *inputs, int n, int out_per_item, batcher_notify_fn notify,
-                             void *user)
+batcher_job *batcher_job_new(void *payload, batcher_free_fn free_payload, int units,
+                             batcher_notify_fn notify, void *user)
 {
-    batcher_job *j = calloc(1, sizeof *j);
-    float *out = (n > 0 && out_per_item > 0)
-                     ? calloc((size_t)n * (size_t)out_per_item, sizeof *out)
-                     : NULL;
-    if (j == NULL || out == NULL || n <= 0) {
-        free(j);
-        free(out);
-        free(inputs);
+    batcher_job *j = units >= 1 ? calloc(1, sizeof *j) : NULL;
+    if (j == NULL) {
+        if (free_payload != NULL)
+            free_payload(payload);
         return NULL;
     }
-    j->inputs = inputs;
-    j->outputs = out;
-    j->n = n;
+    j->payload = payload;
+    j->free_payload = free_payload;
+    j->units = units;
     j->notify = notify;
     j->user = user;
     atomic_init(&j->refs, 1);
@@ -119,15 +118,14 @@ void batcher_job_release(batcher_job *j)
     if (j == NULL)
         return;
     if (atomic_fetch_sub(&j->refs, 1) == 1) {
-        free(j->inputs);
-        free(j->outputs);
+        if (j->free_payload != NULL)
+            j->free_payload(j->payload);
         free(j);
     }
 }
 
-int batcher_job_n(const batcher_job *j) { return j->n; }
-const float *batcher_job_inputs(const batcher_job *j) { return j->inputs; }
-float *batcher_job_outputs(batcher_job *j) { return j->outputs; }
+void *batcher_job_payload(batcher_job *j) { return j->payload; }
+int batcher_job_units(const batcher_job *j) { return j->units; }
 uint64_t batcher_job_wait_us(const batcher_job *j) { return j->wait_us; }
 
 batcher_job_state batcher_job_state_get(batcher_job *j)
@@ -165,7 +163,7 @@ static void unlink_locked(batcher *b, batcher_job *j)
         b->tail = j->prev;
     j->prev = j->next = NULL;
     b->n_jobs--;
-    b->n_images -= j->n;
+    b->n_units -= j->units;
 }
 
 /* Moves overdue jobs to EXPIRED and returns them chained by ->next, for
@@ -221,7 +219,8 @@ static bool due_locked(const batcher *b, uint64_t now, uint64_t *wait_us)
     *wait_us = UINT64_MAX;
     if (b->head == NULL)
         return false;
-    if (b->closed || b->cfg.max_delay_us == 0 || b->n_images >= b->cfg.max_batch)
+    if (b->closed || b->cfg.max_delay_us == 0 || b->n_units >= b->cfg.max_units ||
+        (b->cfg.max_jobs > 0 && b->n_jobs >= b->cfg.max_jobs))
         return true;
     uint64_t due = b->head->enqueued_us + b->cfg.max_delay_us;
     if (now >= due)
@@ -234,17 +233,19 @@ static bool due_locked(const batcher *b, uint64_t now, uint64_t *wait_us)
 
 static int pop_locked(batcher *b, uint64_t now, batcher_job **jobs, int cap)
 {
-    int count = 0, images = 0;
+    if (b->cfg.max_jobs > 0 && b->cfg.max_jobs < cap)
+        cap = b->cfg.max_jobs;
+    int count = 0, units = 0;
     while (b->head != NULL && count < cap) {
         batcher_job *j = b->head;
-        if (count > 0 && images + j->n > b->cfg.max_batch)
+        if (count > 0 && units + j->units > b->cfg.max_units)
             break;
         unlink_locked(b, j);
         j->state = BATCHER_JOB_RUNNING;
         j->wait_us = now - j->enqueued_us;
         jobs[count++] = j;
-        images += j->n;
-        if (images >= b->cfg.max_batch)
+        units += j->units;
+        if (units >= b->cfg.max_units)
             break;
     }
     return count;
@@ -255,7 +256,7 @@ static int pop_locked(batcher *b, uint64_t now, batcher_job **jobs, int cap)
 batcher_status batcher_create(const batcher_config *cfg, batcher **out)
 {
     *out = NULL;
-    if (cfg->capacity < 1 || cfg->max_batch < 1)
+    if (cfg->capacity < 1 || cfg->max_units < 1 || cfg->max_jobs < 0)
         return BATCHER_ERR_INVALID;
     batcher *b = calloc(1, sizeof *b);
     if (b == NULL)
@@ -338,7 +339,7 @@ batcher_status batcher_submit(batcher *b, batcher_job *j)
             b->head = j;
         b->tail = j;
         b->n_jobs++;
-        b->n_images += j->n;
+        b->n_units += j->units;
         pthread_cond_signal(&b->cv);
     }
     pthread_mutex_unlock(&b->mu);
@@ -475,10 +476,10 @@ int batcher_queued_jobs(batcher *b)
     return n;
 }
 
-int batcher_queued_images(batcher *b)
+int batcher_queued_units(batcher *b)
 {
     pthread_mutex_lock(&b->mu);
-    int n = b->n_images;
+    int n = b->n_units;
     pthread_mutex_unlock(&b->mu);
     return n;
 }

@@ -1,12 +1,18 @@
 /* batcher.h — one model's bounded request queue: flush policy, deadlines and the
  * state machine of a job (queued -> running -> done | failed | cancelled | expired).
  *
+ * A job carries an opaque payload (what the worker reads and writes: for the daemon a
+ * worker_task, see worker.h) and a size in batching units (images of a CNN request,
+ * tokens of a BERT sequence).  The batcher never looks inside the payload; it only
+ * counts units and jobs against the batch limits, so every model kind shares this
+ * queue, its deadlines and its cancellation.
+ *
  * Producer (an HTTP thread):
- *   batcher_job *j = batcher_job_new(inputs, n, k, on_done, ctx);  // takes inputs
+ *   batcher_job *j = batcher_job_new(task, free_task, units, on_done, ctx); // takes task
  *   if (batcher_submit(b, j) != BATCHER_OK) batcher_job_release(j);    // full or closed
  *   ... on_done(j, ctx) runs once, on another thread, when j is done, failed or
  *   expired (never once batcher_cancel has returned) ...
- *   batcher_job_state(j) == BATCHER_JOB_DONE -> read batcher_job_outputs(j);
+ *   batcher_job_state(j) == BATCHER_JOB_DONE -> read batcher_job_payload(j);
  *   batcher_job_release(j);
  *   Client gone instead:  batcher_cancel(j); batcher_job_release(j);
  * Consumer (a worker thread):
@@ -42,7 +48,7 @@ typedef enum batcher_job_state {
     BATCHER_JOB_NEW = 0,   /* created, not submitted */
     BATCHER_JOB_QUEUED,
     BATCHER_JOB_RUNNING,   /* taken by a worker */
-    BATCHER_JOB_DONE,      /* outputs are valid */
+    BATCHER_JOB_DONE,      /* the worker's outputs in the payload are valid */
     BATCHER_JOB_FAILED,    /* the worker reported an error: batcher_job_error() */
     BATCHER_JOB_CANCELLED, /* the submitter gave up; no callback */
     BATCHER_JOB_EXPIRED,   /* waited in the queue past timeout_us */
@@ -55,7 +61,8 @@ typedef uint64_t (*batcher_clock_fn)(void *ctx);
 
 typedef struct batcher_config {
     int capacity;          /* jobs waiting at most */
-    int max_batch;         /* images per batch; a bigger job is taken alone */
+    int max_units;         /* units per batch (images, tokens); a bigger job is taken alone */
+    int max_jobs;          /* jobs per batch (sequences); 0: no limit but batcher_take's cap */
     uint64_t max_delay_us; /* wait this long for a batch to fill; 0: take what is there */
     uint64_t timeout_us;   /* a job queued longer than this expires */
     batcher_clock_fn clock;/* NULL: CLOCK_MONOTONIC */
@@ -66,16 +73,18 @@ typedef struct batcher_config {
  * (a worker, or batcher_free for jobs left behind). */
 typedef void (*batcher_notify_fn)(batcher_job *job, void *user);
 
-/* inputs: (n, ...) floats, taken over and freed with the job.  outputs are
- * allocated here: (n, out_per_item) floats.  NULL if out of memory (inputs are
- * then freed too). */
-batcher_job *batcher_job_new(float *inputs, int n, int out_per_item, batcher_notify_fn notify,
-                             void *user);
+/* Frees a payload; called once, by whoever drops the job's last reference. */
+typedef void (*batcher_free_fn)(void *payload);
+
+/* payload is taken over and freed with the job by free_payload (NULL: not freed).
+ * units >= 1 is the job's size for the batch limits.  NULL if out of memory or
+ * units < 1 (the payload is then freed too). */
+batcher_job *batcher_job_new(void *payload, batcher_free_fn free_payload, int units,
+                             batcher_notify_fn notify, void *user);
 void batcher_job_release(batcher_job *job);
 
-int batcher_job_n(const batcher_job *job);
-const float *batcher_job_inputs(const batcher_job *job);
-float *batcher_job_outputs(batcher_job *job);
+void *batcher_job_payload(batcher_job *job);
+int batcher_job_units(const batcher_job *job);
 batcher_job_state batcher_job_state_get(batcher_job *job);
 /* The worker's message for a FAILED job ("" otherwise).  Valid until release. */
 const char *batcher_job_error(batcher_job *job);
@@ -90,7 +99,8 @@ void batcher_free(batcher *b);
 batcher_status batcher_submit(batcher *b, batcher_job *job);
 
 /* Blocks until a batch is due by the flush policy and returns its jobs (FIFO, at
- * most cap of them, at most max_batch images unless one job alone is larger).
+ * most cap and max_jobs of them, at most max_units units unless one job alone is
+ * larger).
  * Expired jobs met on the way are finished and not returned.  Returns 0 once the
  * batcher is closed and empty. */
 int batcher_take(batcher *b, batcher_job **jobs, int cap);
@@ -118,6 +128,6 @@ void batcher_wake(batcher *b);
 /* Expire overdue jobs now; returns how many. */
 int batcher_expire(batcher *b);
 int batcher_queued_jobs(batcher *b);
-int batcher_queued_images(batcher *b);
+int batcher_queued_units(batcher *b);
 
 #endif

@@ -81,7 +81,9 @@ static const config_option options[] = {
     {SERVER(queue_capacity), OPT_INT, "256", 1, 1000000, offsetof(config, queue_capacity),
      "requests waiting per model; when full, 503 with Retry-After: 1"},
     {SERVER(max_batch_size), OPT_INT, "16", 1, 4096, offsetof(config, max_batch_size),
-     "images per forward pass; a larger request runs in chunks of this size"},
+     "images (CNN) or sequences (BERT) per forward pass; a larger request runs in chunks"},
+    {SERVER(max_batch_tokens), OPT_INT, "0", 0, 16777216, offsetof(config, max_batch_tokens),
+     "BERT: tokens per forward pass; 0 = max_batch_size x max_position_embeddings"},
     {SERVER(max_images_per_request), OPT_INT, "256", 1, 100000,
      offsetof(config, max_images_per_request), "images in one classify request; more gets 413"},
     {SERVER(request_timeout_ms), OPT_INT, "30000", 1, 3600000,
@@ -97,6 +99,9 @@ static const config_option options[] = {
      "this model's workers; default [server] workers"},
     {MODEL(max_batch_size), OPT_INT, NULL, 1, 4096, offsetof(config_model, max_batch_size),
      "this model's max_batch_size; default [server] max_batch_size"},
+    {MODEL(max_batch_tokens), OPT_INT, NULL, 1, 16777216,
+     offsetof(config_model, max_batch_tokens),
+     "this BERT model's max_batch_tokens; default [server] max_batch_tokens"},
     {MODEL(queue_capacity), OPT_INT, NULL, 1, 1000000, offsetof(config_model, queue_capacity),
      "this model's queue_capacity; default [server] queue_capacity"},
 };
@@ -490,6 +495,8 @@ int config_finish(config *c, char *err, size_t errlen)
             m->workers = c->workers;
         if (m->max_batch_size == 0)
             m->max_batch_size = c->max_batch_size;
+        if (m->max_batch_tokens == 0) /* may stay 0: derived from the model at load */
+            m->max_batch_tokens = c->max_batch_tokens;
         if (m->queue_capacity == 0)
             m->queue_capacity = c->queue_capacity;
     }

@@ -27,6 +27,7 @@ typedef struct config_model {
      * 0 with the [server] value. */
     int workers;
     int max_batch_size;
+    int max_batch_tokens;             /* may stay 0 after config_finish(): derived at load */
     int queue_capacity;
 } config_model;
 
@@ -40,7 +41,8 @@ typedef struct config {
     int workers;                      /* per model */
     int blas_threads;                 /* 0: auto, see config_blas_threads() */
     int queue_capacity;               /* queued requests per model */
-    int max_batch_size;               /* images per forward pass */
+    int max_batch_size;               /* images or sequences per forward pass */
+    int max_batch_tokens;             /* BERT tokens per forward pass; 0: derived */
     int max_images_per_request;
     int request_timeout_ms;
     int max_queue_delay_us;

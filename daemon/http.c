@@ -5,12 +5,16 @@
  * Everything here runs on libmicrohttpd's pool threads, except on_job_done(),
  * which a worker thread calls, and the start/quiesce/drain/stop calls of main.
  *
- * A classify request goes: first call (headers) -> check Content-Type and
- * Content-Length; body calls -> append, refusing to keep anything past
- * max_body_bytes; final call -> proto parses and validates into a tensor, the
- * connection is suspended, and only then is the job submitted, so the worker's
- * resume can never come before the suspend.  When the worker finishes, it resumes
- * the connection; libmicrohttpd calls the handler again, which formats the answer.
+ * An inference request (classify on a CNN model, fill-mask or next-sentence on a
+ * BERT model; one table of routes below) goes: first call (headers) -> check the
+ * route fits the model's kind, Content-Type and Content-Length; body calls ->
+ * append, refusing to keep anything past max_body_bytes; final call -> proto parses
+ * and validates into native inputs (a tensor, or token ids), which become the job's
+ * worker_task, the connection is suspended, and only then is the job submitted, so
+ * the worker's resume can never come before the suspend.  When the worker finishes,
+ * it resumes the connection; libmicrohttpd calls the handler again, which formats
+ * the answer from the task.  Everything per kind is in the parse/format switches
+ * of infer_submit() and infer_format(); the queueing around them is shared.
  * Every other request is answered once fully received (an answer queued before
  * that makes libmicrohttpd close the connection), unless it comes with a body
  * nobody asked for, which is then refused without being read.
@@ -62,6 +66,7 @@ enum {
     HTTP_METHOD_NOT_ALLOWED = 405,
     HTTP_CONTENT_TOO_LARGE = 413,
     HTTP_UNSUPPORTED_MEDIA_TYPE = 415,
+    HTTP_UNPROCESSABLE = 422,
     HTTP_INTERNAL_SERVER_ERROR = 500,
     HTTP_SERVICE_UNAVAILABLE = 503,
 };
@@ -78,17 +83,69 @@ struct http_server {
     char address[CONFIG_HOST_MAX + 16];
 };
 
+/* The inference routes: POST /v1/models/{name}{suffix} on a model of kind. */
+typedef enum infer_op {
+    INFER_NONE = 0,
+    INFER_CLASSIFY,
+    INFER_FILL_MASK,
+    INFER_NEXT_SENTENCE,
+} infer_op;
+
+static const struct infer_route {
+    const char *suffix;
+    infer_op op;
+    model_kind kind;
+} INFER_ROUTES[] = {
+    {"/classify", INFER_CLASSIFY, MODEL_KIND_CNN},
+    {"/fill-mask", INFER_FILL_MASK, MODEL_KIND_BERT},
+    {"/next-sentence", INFER_NEXT_SENTENCE, MODEL_KIND_BERT},
+};
+#define N_INFER_ROUTES (sizeof INFER_ROUTES / sizeof INFER_ROUTES[0])
+
+static const char *infer_op_name(infer_op op)
+{
+    for (size_t i = 0; i < N_INFER_ROUTES; i++)
+        if (INFER_ROUTES[i].op == op)
+            return INFER_ROUTES[i].suffix + 1;
+    return "request";
+}
+
+/* A job's payload: the worker's task first (the worker sees only that), then what
+ * the answer is formatted from.  Freed with the job, by whoever lets go last. */
+typedef struct infer_task {
+    worker_task wt;
+    proto_classify_req classify;  /* owns the inputs; form and top_k */
+    float *probs;                 /* (N,K) */
+    proto_fill_mask_req fill;     /* owns ids, masks, targets */
+    int32_t *top_ids;             /* (n_mask, top_k) */
+    float *top_scores;            /* (n_mask, top_k) */
+    proto_next_sentence_req pair; /* owns ids, segment ids */
+} infer_task;
+
+static void infer_task_free(void *p)
+{
+    infer_task *t = p;
+    if (t == NULL)
+        return;
+    proto_classify_req_free(&t->classify);
+    free(t->probs);
+    proto_fill_mask_req_free(&t->fill);
+    free(t->top_ids);
+    free(t->top_scores);
+    proto_next_sentence_req_free(&t->pair);
+    free(t);
+}
+
 typedef struct http_req {
     http_server *srv;
     struct MHD_Connection *conn;
-    registry_model *model;  /* classify requests only */
-    char *body;             /* classify body so far, NUL-terminated */
+    registry_model *model;  /* inference requests only */
+    infer_op op;
+    char *body;             /* inference body so far, NUL-terminated */
     size_t len, cap;
     unsigned long long received; /* body bytes seen, kept or not */
     bool too_large;
     batcher_job *job;       /* set while suspended on the batcher */
-    proto_form form;
-    int top_k;
     int deferred_status;    /* an answer decided while suspended (queue full) */
     bool deferred_retry;
     char deferred_msg[256];
@@ -198,11 +255,29 @@ static bool content_type_is_json(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
-/* Headers of POST /v1/models/{name}/classify are in: decide now what can be. */
-static enum MHD_Result classify_begin(http_req *req, registry_model *m)
+/* "POST /v1/models/NAME/classify" or the BERT routes: where a model of kind goes. */
+static void kind_routes(model_kind kind, const char *name, char *buf, size_t len)
+{
+    if (kind == MODEL_KIND_BERT)
+        snprintf(buf, len, "POST /v1/models/%s/fill-mask or POST /v1/models/%s/next-sentence",
+                 name, name);
+    else
+        snprintf(buf, len, "POST /v1/models/%s/classify", name);
+}
+
+/* Headers of an inference request are in: decide now what can be. */
+static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struct infer_route *rt)
 {
     http_server *s = req->srv;
     struct MHD_Connection *c = req->conn;
+    if (m->md.kind != rt->kind) {
+        char routes[2 * CONFIG_NAME_MAX + 80];
+        kind_routes(m->md.kind, m->name, routes, sizeof routes);
+        return reply_error(req, HTTP_NOT_FOUND, NONE,
+                           "model %s is a %s model: %s takes %s models only; use %s", m->name,
+                           model_kind_name(m->md.kind), rt->suffix + 1, model_kind_name(rt->kind),
+                           routes);
+    }
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
     if (ct != NULL && !content_type_is_json(ct))
@@ -219,8 +294,10 @@ static enum MHD_Result classify_begin(http_req *req, registry_model *m)
         if (errno == 0 && *end == '\0' && declared > s->max_body)
             return reply_error(req, HTTP_CONTENT_TOO_LARGE, NONE,
                                "body of %llu bytes is over the limit of %zu bytes "
-                               "(max_body_bytes); send fewer or smaller images",
-                               declared, s->max_body);
+                               "(max_body_bytes); %s",
+                               declared, s->max_body,
+                               rt->op == INFER_CLASSIFY ? "send fewer or smaller images"
+                                                        : "send a shorter text");
     }
     if (!registry_model_ready(m)) {
         if (atomic_load(&s->draining))
@@ -230,7 +307,14 @@ static enum MHD_Result classify_begin(http_req *req, registry_model *m)
                            "model %s is still loading; retry when /v2/health/ready returns 200",
                            m->name);
     }
+    /* Only known once loaded (published by ready, read above). */
+    if (rt->op == INFER_NEXT_SENTENCE && !m->has_nsp)
+        return reply_error(req, HTTP_UNPROCESSABLE, NONE,
+                           "model %s has no next-sentence head (its checkpoint lacks "
+                           "cls.seq_relationship); POST /v1/models/%s/fill-mask works",
+                           m->name, m->name);
     req->model = m;
+    req->op = rt->op;
     if (declared > 0) {
         /* Not the whole declared size up front: a client that announces 8 MiB and
          * stalls should not hold 8 MiB.  The buffer grows as bytes arrive. */
@@ -257,15 +341,26 @@ static registry_model *find_model(http_server *s, const char *name, size_t len)
     return registry_find(s->reg, buf);
 }
 
-/* The model of POST /v1/models/{name}/classify, or NULL for any other request. */
-static registry_model *classify_target(http_server *s, const char *url, const char *method)
+/* The route of a URL tail ("/classify"), or NULL. */
+static const struct infer_route *infer_route_of(const char *rest)
+{
+    for (size_t i = 0; i < N_INFER_ROUTES; i++)
+        if (strcmp(rest, INFER_ROUTES[i].suffix) == 0)
+            return &INFER_ROUTES[i];
+    return NULL;
+}
+
+/* The model of POST /v1/models/{name}/{classify,fill-mask,next-sentence} (of any
+ * kind: infer_begin() refuses a mismatch), or NULL for any other request. */
+static registry_model *infer_target(http_server *s, const char *url, const char *method,
+                                    const struct infer_route **rt)
 {
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 ||
         strncmp(url, MODELS_PREFIX, sizeof MODELS_PREFIX - 1) != 0)
         return NULL;
     const char *name = url + sizeof MODELS_PREFIX - 1;
     const char *slash = strchr(name, '/');
-    if (slash == NULL || strcmp(slash, "/classify") != 0)
+    if (slash == NULL || (*rt = infer_route_of(slash)) == NULL)
         return NULL;
     return find_model(s, name, (size_t)(slash - name));
 }
@@ -279,7 +374,7 @@ static bool has_body(struct MHD_Connection *c)
                                        MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
 }
 
-/* Answers every request but a classify of a known model. */
+/* Answers every request but an inference request on a known model. */
 static enum MHD_Result route(http_req *req, const char *url, const char *method)
 {
     http_server *s = req->srv;
@@ -311,19 +406,19 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
         const char *slash = strchr(name, '/');
         size_t name_len = slash ? (size_t)(slash - name) : strlen(name);
         const char *rest = slash ? slash : "";
-        bool classify = strcmp(rest, "/classify") == 0;
-        if (rest[0] != '\0' && !classify)
+        bool infer = infer_route_of(rest) != NULL;
+        if (rest[0] != '\0' && !infer)
             goto no_route;
-        if (classify && strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        if (infer && strcmp(method, MHD_HTTP_METHOD_POST) != 0)
             return wrong_method(req, method, url, ALLOW_POST);
-        if (!classify && !get)
+        if (!infer && !get)
             return wrong_method(req, method, url, ALLOW_GET);
         registry_model *m = find_model(s, name, name_len);
         if (m == NULL)
             return reply_error(req, HTTP_NOT_FOUND, NONE,
                                "unknown model '%.*s'; GET /v1/models lists the models served here",
                                (int)(name_len < 64 ? name_len : 64), name);
-        if (classify) /* classify_target() missed it: cannot happen, but answer */
+        if (infer) /* infer_target() missed it: cannot happen, but answer */
             return reply_error(req, HTTP_INTERNAL_SERVER_ERROR, NONE, "internal routing error");
         proto_model_info info;
         registry_model_info(m, &info);
@@ -333,13 +428,14 @@ no_route:
     return reply_error(req, HTTP_NOT_FOUND, NONE,
                        "no route for %.16s %.128s; routes: GET /v2/health/live, "
                        "GET /v2/health/ready, GET /v1/models, GET /v1/models/{name}, "
-                       "POST /v1/models/{name}/classify",
+                       "POST /v1/models/{name}/classify (CNN), "
+                       "POST /v1/models/{name}/fill-mask and /next-sentence (BERT)",
                        method, url);
 }
 
-/* ---- classify body, queueing and the answer -------------------------------------- */
+/* ---- inference: body, queueing and the answer ------------------------------------ */
 
-static enum MHD_Result classify_body(http_req *req, const char *data, size_t *size)
+static enum MHD_Result infer_body(http_req *req, const char *data, size_t *size)
 {
     http_server *s = req->srv;
     size_t n = *size;
@@ -382,34 +478,107 @@ static void on_job_done(batcher_job *job, void *user)
     MHD_resume_connection(req->conn);
 }
 
-static enum MHD_Result classify_submit(http_req *req)
+/* The task of a classify body: a tensor in, softmax rows out.  0, or an HTTP status
+ * with the message in pe. */
+static int task_classify(http_req *req, infer_task *t, int *units, proto_error *pe)
+{
+    registry_model *m = req->model;
+    int st = proto_parse_classify(req->body ? req->body : "", req->len, &m->md.preproc,
+                                  m->md.n_labels, req->srv->max_images, &t->classify, pe);
+    if (st != 0)
+        return st;
+    t->probs = malloc((size_t)t->classify.n * (size_t)m->md.n_labels * sizeof *t->probs);
+    if (t->probs == NULL)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    t->wt.kind = MODEL_KIND_CNN;
+    t->wt.cnn = (worker_cnn_task){.inputs = t->classify.inputs, .probs = t->probs,
+                                  .n = t->classify.n};
+    *units = t->classify.n;
+    return 0;
+}
+
+/* The task of a fill-mask body: token ids in, top_k ids and scores per mask out. */
+static int task_fill_mask(http_req *req, infer_task *t, int *units, proto_error *pe)
+{
+    proto_bert_model bm;
+    registry_bert_model(req->model, &bm);
+    int st = proto_parse_fill_mask(req->body ? req->body : "", req->len, &bm, &t->fill, pe);
+    if (st != 0)
+        return st;
+    const proto_fill_mask_req *f = &t->fill;
+    size_t answers = (size_t)f->n_mask * (size_t)f->top_k;
+    t->top_ids = malloc(answers * sizeof *t->top_ids);
+    t->top_scores = malloc(answers * sizeof *t->top_scores);
+    if (t->top_ids == NULL || t->top_scores == NULL)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    t->wt.kind = MODEL_KIND_BERT;
+    t->wt.bert = (worker_bert_task){
+        .seq = {.ids = f->ids, .type_ids = NULL, .len = f->len, .mask_pos = f->mask_pos,
+                .n_mask = f->n_mask},
+        .top_k = f->top_k,
+        .targets = f->targets,
+        .n_targets = f->n_targets,
+        .top_ids = t->top_ids,
+        .top_scores = t->top_scores,
+    };
+    *units = f->len;
+    return 0;
+}
+
+/* The task of a next-sentence body: a sentence pair in, P(is next) out. */
+static int task_next_sentence(http_req *req, infer_task *t, int *units, proto_error *pe)
+{
+    proto_bert_model bm;
+    registry_bert_model(req->model, &bm);
+    int st = proto_parse_next_sentence(req->body ? req->body : "", req->len, &bm, &t->pair, pe);
+    if (st != 0)
+        return st;
+    t->wt.kind = MODEL_KIND_BERT;
+    t->wt.bert = (worker_bert_task){
+        .seq = {.ids = t->pair.ids, .type_ids = t->pair.type_ids, .len = t->pair.len},
+        .want_nsp = true,
+    };
+    *units = t->pair.len;
+    return 0;
+}
+
+static enum MHD_Result infer_submit(http_req *req)
 {
     http_server *s = req->srv;
     registry_model *m = req->model;
     if (req->too_large)
         return reply_error(req, HTTP_CONTENT_TOO_LARGE, NONE,
-                           "body is over the limit of %zu bytes (max_body_bytes); "
-                           "send fewer or smaller images",
-                           s->max_body);
+                           "body is over the limit of %zu bytes (max_body_bytes); %s",
+                           s->max_body,
+                           req->op == INFER_CLASSIFY ? "send fewer or smaller images"
+                                                     : "send a shorter text");
     if (!registry_model_ready(m))
         return reply_error(req, HTTP_SERVICE_UNAVAILABLE, (reply_opts){.retry_after = true},
                            "model %s is not available: the server is shutting down", m->name);
 
-    proto_classify_req pr;
-    proto_error pe;
-    int st = proto_parse_classify(req->body ? req->body : "", req->len, &m->md.preproc,
-                                  m->md.n_labels, s->max_images, &pr, &pe);
+    infer_task *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return reply(req, HTTP_INTERNAL_SERVER_ERROR, NULL, NONE);
+    proto_error pe = {.status = 0, .msg = "out of memory preparing the request"};
+    int units = 0, st;
+    switch (req->op) {
+    case INFER_CLASSIFY: st = task_classify(req, t, &units, &pe); break;
+    case INFER_FILL_MASK: st = task_fill_mask(req, t, &units, &pe); break;
+    case INFER_NEXT_SENTENCE: st = task_next_sentence(req, t, &units, &pe); break;
+    default:
+        st = HTTP_INTERNAL_SERVER_ERROR;
+        snprintf(pe.msg, sizeof pe.msg, "internal routing error");
+    }
     free(req->body);
     req->body = NULL;
-    if (st != 0)
+    if (st != 0) {
+        infer_task_free(t);
         return reply_error(req, (unsigned)st, NONE, "%s", pe.msg);
+    }
 
-    batcher_job *job = batcher_job_new(pr.inputs, pr.n, m->md.n_labels, on_job_done, req);
-    pr.inputs = NULL; /* the job owns them now, or freed them */
-    if (job == NULL)
+    batcher_job *job = batcher_job_new(t, infer_task_free, units, on_job_done, req);
+    if (job == NULL) /* t is freed */
         return reply(req, HTTP_INTERNAL_SERVER_ERROR, NULL, NONE);
-    req->form = pr.form;
-    req->top_k = pr.top_k;
 
     /* Suspend before submitting: once queued, a worker may resume us at any time,
      * and a resume must not come before the suspend. */
@@ -433,8 +602,28 @@ static enum MHD_Result classify_submit(http_req *req)
     return MHD_YES;
 }
 
+/* The body of a done job's answer (NULL: out of memory). */
+static char *infer_format(http_req *req, infer_task *t)
+{
+    registry_model *m = req->model;
+    proto_error pe;
+    proto_bert_model bm;
+    switch (req->op) {
+    case INFER_CLASSIFY:
+        return proto_format_classify(m->name, t->classify.form, t->probs, t->classify.n,
+                                     m->md.n_labels, t->classify.top_k, m->md.labels, &pe);
+    case INFER_FILL_MASK:
+        registry_bert_model(m, &bm);
+        return proto_format_fill_mask(&bm, &t->fill, t->top_ids, t->top_scores, &pe);
+    case INFER_NEXT_SENTENCE:
+        return proto_format_next_sentence(m->name, t->wt.bert.is_next, &pe);
+    default:
+        return NULL;
+    }
+}
+
 /* Resumed after on_job_done(): turn the job's state into the answer. */
-static enum MHD_Result classify_answer(http_req *req)
+static enum MHD_Result infer_answer(http_req *req)
 {
     http_server *s = req->srv;
     registry_model *m = req->model;
@@ -445,12 +634,9 @@ static enum MHD_Result classify_answer(http_req *req)
     double waited_ms = (double)batcher_job_wait_us(job) / 1e3;
 
     if (st == BATCHER_JOB_DONE) {
-        proto_error pe;
-        char *body = proto_format_classify(m->name, req->form, batcher_job_outputs(job),
-                                           batcher_job_n(job), m->md.n_labels, req->top_k,
-                                           m->md.labels, &pe);
-        log_debug("classify %s: %d image(s), queued %.1f ms", m->name, batcher_job_n(job),
-                  waited_ms);
+        char *body = infer_format(req, batcher_job_payload(job));
+        log_debug("%s on %s: %d unit(s), queued %.1f ms", infer_op_name(req->op), m->name,
+                  batcher_job_units(job), waited_ms);
         ret = reply(req, HTTP_OK, body, NONE);
     } else if (st == BATCHER_JOB_EXPIRED) {
         log_warn("model %s: request expired after %.0f ms in the queue", m->name, waited_ms);
@@ -489,11 +675,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         clock_gettime(CLOCK_MONOTONIC, &req->t0);
         *req_cls = req;
         atomic_fetch_add(&s->in_flight, 1);
-        /* A classify may be refused on its headers alone (415, 413, 503), before
-         * its body is read; everything else is answered when fully received. */
-        registry_model *m = classify_target(s, url, method);
+        /* An inference request may be refused on its headers alone (404 for the
+         * wrong kind, 415, 413, 503, 422 without a next-sentence head), before its
+         * body is read; everything else is answered when fully received. */
+        const struct infer_route *rt = NULL;
+        registry_model *m = infer_target(s, url, method, &rt);
         if (m != NULL)
-            return classify_begin(req, m);
+            return infer_begin(req, m, rt);
         return has_body(conn) ? route(req, url, method) : MHD_YES;
     }
     if (req->model == NULL) {
@@ -504,14 +692,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return route(req, url, method);
     }
     if (*upload_size > 0)
-        return classify_body(req, upload_data, upload_size);
+        return infer_body(req, upload_data, upload_size);
     if (req->job != NULL)
-        return classify_answer(req);
+        return infer_answer(req);
     if (req->deferred_status != 0)
         return reply_error(req, (unsigned)req->deferred_status,
                            (reply_opts){.retry_after = req->deferred_retry}, "%s",
                            req->deferred_msg);
-    return classify_submit(req);
+    return infer_submit(req);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,

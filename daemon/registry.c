@@ -1,7 +1,10 @@
 /* registry.c — models by name, and their life cycle.
  *
  * Owns, per model: the parsed model directory, the engine model (weights shared
- * by all of its workers), its batcher and its worker pool.  The set of models is
+ * by all of its workers), its batcher and its worker pool, and for BERT the
+ * WordPiece table the HTTP threads tokenize with (read-only once loaded).  Loading
+ * is per kind (load_cnn, load_bert); the batcher and workers are shared code, told
+ * only what bounds a batch: images for a CNN, sequences and tokens for BERT.  The set of models is
  * fixed at start-up; nothing is added or removed while serving, so lookups by the
  * HTTP threads need no lock.  What a model gets at load time is published with a
  * release store of `ready`, which HTTP threads read with acquire before they touch
@@ -14,6 +17,7 @@
 
 #include "daemon/registry.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +61,7 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
         m->workers = cm->workers;
         m->max_batch = cm->max_batch_size;
         m->queue_capacity = cm->queue_capacity;
+        m->max_batch_tokens = cm->max_batch_tokens;
         atomic_init(&m->ready, false);
         engine_err e;
         if (model_dir_read(cm->path, &m->md, &e) != ENGINE_OK) {
@@ -70,9 +75,29 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
     return 0;
 }
 
-static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
+/* The queue and the workers, once the engine model is loaded. */
+static int start_serving(registry *r, registry_model *m, const batcher_config *limits,
+                         const worker_pool_spec *spec, char *err, size_t errlen)
 {
-    double t0 = now_ms();
+    batcher_config bc = *limits;
+    bc.capacity = m->queue_capacity;
+    bc.max_delay_us = r->max_delay_us;
+    bc.timeout_us = r->timeout_us;
+    batcher_status bs = batcher_create(&bc, &m->batcher);
+    if (bs != BATCHER_OK)
+        return log_errbuf(err, errlen, "model %s: queue: %s", m->name, batcher_status_str(bs));
+    worker_pool_spec ws = *spec;
+    ws.name = m->name;
+    ws.kind = m->md.kind;
+    ws.model = m->model;
+    ws.batcher = m->batcher;
+    ws.workers = m->workers;
+    ws.max_batch = m->max_batch;
+    return worker_pool_start(&m->pool, &ws, err, errlen);
+}
+
+static int load_cnn(registry *r, registry_model *m, double t0, char *err, size_t errlen)
+{
     engine_err e;
     if (engine_cnn_load(&m->md.cnn, m->md.weights_path, m->max_batch, &m->model, &e) !=
         ENGINE_OK)
@@ -81,18 +106,10 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
     if (k != m->md.n_labels)
         return log_errbuf(err, errlen, "model %s: the network has %d outputs but labels.txt has %d lines",
                     m->name, k, m->md.n_labels);
-
-    batcher_config bc = {
-        .capacity = m->queue_capacity,
-        .max_batch = m->max_batch,
-        .max_delay_us = r->max_delay_us,
-        .timeout_us = r->timeout_us,
-    };
-    batcher_status bs = batcher_create(&bc, &m->batcher);
-    if (bs != BATCHER_OK)
-        return log_errbuf(err, errlen, "model %s: queue: %s", m->name, batcher_status_str(bs));
-    if (worker_pool_start(&m->pool, m->name, m->model, m->batcher, m->workers, m->max_batch, err,
-                          errlen) != 0)
+    /* Units are images; a job never has more jobs than images, so max_jobs adds nothing. */
+    batcher_config limits = {.max_units = m->max_batch};
+    worker_pool_spec spec = {0};
+    if (start_serving(r, m, &limits, &spec, err, errlen) != 0)
         return -1;
 
     int c, h, w;
@@ -102,8 +119,77 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
              m->name, m->path, now_ms() - t0, model_kind_name(m->md.kind),
              cnn_arch_name(m->md.cnn.arch), c, h, w, k, m->workers, m->max_batch,
              (double)engine_model_arena_bytes(m->model) / (1024.0 * 1024.0));
-    atomic_store_explicit(&m->ready, true, memory_order_release);
     return 0;
+}
+
+/* Tokens per forward pass: the configured value, else room for max_batch of the
+ * longest sequences.  From values fixed at create, so any thread may ask. */
+static long long bert_batch_tokens(const registry_model *m)
+{
+    return m->max_batch_tokens > 0 ? m->max_batch_tokens
+                                   : (long long)m->max_batch * m->md.bert.max_position_embeddings;
+}
+
+static int load_bert(registry *r, registry_model *m, double t0, char *err, size_t errlen)
+{
+    const bert_config *bc = &m->md.bert;
+    engine_err e;
+    if (wordpiece_load(m->md.vocab_path, m->md.do_lower_case, &m->tokenizer, &e) != ENGINE_OK)
+        return log_errbuf(err, errlen, "model %s (%s): %s", m->name, m->path, e.msg);
+    wordpiece_specials sp = wordpiece_special_ids(m->tokenizer);
+    if (sp.cls < 0 || sp.sep < 0 || sp.mask < 0)
+        return log_errbuf(err, errlen, "model %s: %s lacks [CLS], [SEP] or [MASK]", m->name,
+                          m->md.vocab_path);
+    int n_vocab = wordpiece_vocab_size(m->tokenizer);
+    if (n_vocab > bc->vocab_size)
+        return log_errbuf(err, errlen,
+                          "model %s: vocab.txt has %d tokens but config.json's vocab_size is %d",
+                          m->name, n_vocab, bc->vocab_size);
+    int max_pos = bc->max_position_embeddings;
+    long long tokens = bert_batch_tokens(m);
+    if (tokens < max_pos || tokens > 16777216)
+        return log_errbuf(err, errlen,
+                          "model %s: max_batch_tokens = %lld must be from max_position_embeddings "
+                          "(%d), so that the longest text fits, to 16777216",
+                          m->name, tokens, max_pos);
+    if (engine_bert_load(bc, m->md.weights_path, m->max_batch, (int)tokens, &m->model, &e) !=
+        ENGINE_OK)
+        return log_errbuf(err, errlen, "model %s (%s): %s", m->name, m->path, e.msg);
+    m->has_nsp = engine_bert_has_nsp(m->model);
+
+    /* Units are tokens and jobs are sequences: both bound a forward pass. */
+    batcher_config limits = {.max_units = (int)tokens, .max_jobs = m->max_batch};
+    worker_pool_spec spec = {
+        .vocab_size = bc->vocab_size,
+        .candidates = n_vocab,
+        /* every mask of the longest sequence in one forward call */
+        .mlm_rows = max_pos,
+    };
+    if (start_serving(r, m, &limits, &spec, err, errlen) != 0)
+        return -1;
+    log_info("model %s loaded from %s in %.1f ms: bert, %d layers, hidden %d, vocabulary %d, "
+             "%d tokens, next-sentence head: %s, %d worker(s), batch <= %d sequences and %d "
+             "tokens, %.1f MiB scratch per worker",
+             m->name, m->path, now_ms() - t0, bc->num_hidden_layers, bc->hidden_size,
+             bc->vocab_size, max_pos, m->has_nsp ? "yes" : "no", m->workers, m->max_batch,
+             (int)tokens, (double)engine_model_arena_bytes(m->model) / (1024.0 * 1024.0));
+    return 0;
+}
+
+static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
+{
+    double t0 = now_ms();
+    int rc;
+    switch (m->md.kind) {
+    case MODEL_KIND_CNN: rc = load_cnn(r, m, t0, err, errlen); break;
+    case MODEL_KIND_BERT: rc = load_bert(r, m, t0, err, errlen); break;
+    default:
+        rc = log_errbuf(err, errlen, "model %s: kind %s cannot be served", m->name,
+                        model_kind_name(m->md.kind));
+    }
+    if (rc == 0)
+        atomic_store_explicit(&m->ready, true, memory_order_release);
+    return rc;
 }
 
 int registry_load(registry *r, char *err, size_t errlen)
@@ -138,6 +224,7 @@ void registry_free(registry *r)
         worker_pool_free(m->pool);
         batcher_free(m->batcher);
         engine_model_free(m->model);
+        wordpiece_free(m->tokenizer);
         model_dir_free(&m->md);
     }
     free(r->models);
@@ -174,13 +261,31 @@ bool registry_ready(registry *r)
 
 void registry_model_info(registry_model *m, proto_model_info *out)
 {
+    memset(out, 0, sizeof *out);
     out->name = m->name;
     out->kind = model_kind_name(m->md.kind);
     out->ready = registry_model_ready(m);
+    out->max_batch_size = m->max_batch;
+    if (m->md.kind == MODEL_KIND_BERT) {
+        out->max_tokens = m->md.bert.max_position_embeddings;
+        out->vocab_size = m->md.bert.vocab_size;
+        /* Known once loaded; `ready` (acquire, above) publishes it. */
+        out->next_sentence = out->ready && m->has_nsp;
+        long long tokens = bert_batch_tokens(m);
+        out->max_batch_tokens = tokens <= INT_MAX ? (int)tokens : INT_MAX;
+        return;
+    }
     out->architecture = cnn_arch_name(m->md.cnn.arch);
     out->channels = m->md.preproc.channels;
     out->height = m->md.preproc.height;
     out->width = m->md.preproc.width;
     out->classes = m->md.n_labels;
-    out->max_batch_size = m->max_batch;
+}
+
+void registry_bert_model(registry_model *m, proto_bert_model *out)
+{
+    out->name = m->name;
+    out->wp = m->tokenizer;
+    out->max_tokens = m->md.bert.max_position_embeddings;
+    out->candidates = m->tokenizer ? wordpiece_vocab_size(m->tokenizer) : 0;
 }

@@ -23,6 +23,7 @@
 #include "daemon/config.h"
 #include "daemon/worker.h"
 #include "engine/engine.h"
+#include "engine/wordpiece.h"
 #include "proto/model_dir.h"
 #include "proto/proto.h"
 
@@ -30,11 +31,14 @@ typedef struct registry_model {
     char name[CONFIG_NAME_MAX];
     char path[PATH_MAX];
     int workers, max_batch, queue_capacity;
-    model_dir md;           /* spec, preprocessing, labels; read at create */
+    int max_batch_tokens;   /* BERT: as configured; 0: max_batch x max_position_embeddings */
+    model_dir md;           /* kind, spec or BERT config, labels; read at create */
     /* Set by registry_load(), then published by `ready` (release/acquire). */
     engine_model *model;
     batcher *batcher;
     worker_pool *pool;
+    wordpiece *tokenizer;   /* BERT: read-only, shared by every HTTP thread */
+    bool has_nsp;           /* BERT: the checkpoint has the next-sentence head */
     atomic_bool ready;
 } registry_model;
 
@@ -53,5 +57,7 @@ bool registry_model_ready(registry_model *m);
 /* True once every model is loaded, false again after registry_shutdown(). */
 bool registry_ready(registry *r);
 void registry_model_info(registry_model *m, proto_model_info *out);
+/* What proto needs to parse requests for a ready BERT model. */
+void registry_bert_model(registry_model *m, proto_bert_model *out);
 
 #endif

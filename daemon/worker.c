@@ -1,15 +1,24 @@
 /* worker.c — threads that turn queued jobs into probabilities.
  *
- * Each worker thread owns one engine session and two buffers sized once at start
- * for the model's largest batch: x (max_batch, C, H, W) for stacked inputs and
- * y (max_batch, K) for logits.  Its loop: take a batch from the batcher, run it,
- * write each job's softmax rows into the job, finish the job (which resumes the
- * HTTP connection waiting for it).  Nothing is allocated per batch.
+ * Each worker thread owns one engine session and buffers sized once at start for
+ * the model's largest batch; nothing is allocated per batch.  Its loop: take a
+ * batch from the batcher, run it with the function of the model's kind, write each
+ * job's answer into the job's task, finish the job (which resumes the HTTP
+ * connection waiting for it).
  *
- * A batch of several jobs is copied into x so one forward pass serves them all.  A
+ * CNN: x (max_batch, C, H, W) for stacked inputs and y (max_batch, K) for logits.  A
+ * batch of several jobs is copied into x so one forward pass serves them all.  A
  * single job needs no copy: its inputs are already contiguous, so they are run in
  * place, in chunks of max_batch when the job is larger than that.  A cancelled job
  * is skipped between chunks; its partial result is simply dropped.
+ *
+ * BERT: the batcher hands over at most max_batch sequences of at most the session's
+ * token budget together; they go to the engine as one packed batch.  The MLM
+ * logits of every mask need a (vocab) row, so mlm is (mlm_rows, V) and a batch
+ * whose masks outnumber mlm_rows is run as several forward calls (mlm_rows is at
+ * least max_position_embeddings, so every single sequence fits one call).  Each
+ * mask row becomes a softmax over the whole vocabulary, of which the top_k (or the
+ * requested targets, ranked) are kept; the NSP logits become P(is next).
  *
  * A worker never touches HTTP or JSON, and never exits on an error: a failed
  * forward pass fails the jobs of that batch with the engine's message.
@@ -18,6 +27,7 @@
 
 #include "daemon/worker.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,36 +42,42 @@ typedef struct worker {
     pthread_t thread;
     bool started;
     engine_session *session;
-    float *x;            /* (max_batch, C, H, W) */
-    float *y;            /* (max_batch, K) */
-    batcher_job **jobs;  /* (max_batch) taken jobs */
+    batcher_job **jobs;     /* (max_batch) taken jobs */
+    /* MODEL_KIND_CNN */
+    float *x;               /* (max_batch, C, H, W) */
+    float *y;               /* (max_batch, K) */
+    /* MODEL_KIND_BERT */
+    engine_bert_seq *seqs;  /* (max_batch) */
+    float *mlm;             /* (mlm_rows, V) logits, then probabilities in place */
+    float *nsp;             /* (max_batch, 2) */
 } worker;
 
 struct worker_pool {
+    worker_pool_spec spec;
     char name[64];
-    const engine_model *model;
-    batcher *b;
-    int n_workers;
-    int max_batch;
-    size_t chw;          /* floats per input image */
-    int k;               /* outputs per image */
+    size_t chw;          /* CNN: floats per input image */
+    int k;               /* CNN: outputs per image */
     worker *w;
 };
+
+static worker_task *task_of(batcher_job *job) { return batcher_job_payload(job); }
+
+/* ---- CNN ---------------------------------------------------------------------- */
 
 /* One job on its own: forward straight from its inputs into its outputs, chunk by
  * chunk, softmax in place.  Returns false with the engine's message in err. */
 static bool run_single(worker *w, batcher_job *job, engine_err *err)
 {
     worker_pool *p = w->pool;
-    int n = batcher_job_n(job);
-    const float *in = batcher_job_inputs(job);
-    float *out = batcher_job_outputs(job);
-    for (int off = 0; off < n; off += p->max_batch) {
+    int max_batch = p->spec.max_batch;
+    worker_cnn_task *t = &task_of(job)->cnn;
+    for (int off = 0; off < t->n; off += max_batch) {
         if (off > 0 && batcher_job_cancelled(job))
             return true; /* nobody will read the rest */
-        int cnt = n - off < p->max_batch ? n - off : p->max_batch;
-        float *o = out + (size_t)off * (size_t)p->k;
-        if (engine_cnn_forward(w->session, in + (size_t)off * p->chw, cnt, o, err) != ENGINE_OK)
+        int cnt = t->n - off < max_batch ? t->n - off : max_batch;
+        float *o = t->probs + (size_t)off * (size_t)p->k;
+        if (engine_cnn_forward(w->session, t->inputs + (size_t)off * p->chw, cnt, o, err) !=
+            ENGINE_OK)
             return false;
         engine_softmax(o, cnt, p->k);
     }
@@ -74,36 +90,142 @@ static bool run_stacked(worker *w, batcher_job **jobs, int n_jobs, engine_err *e
     worker_pool *p = w->pool;
     int total = 0;
     for (int i = 0; i < n_jobs; i++) {
-        int n = batcher_job_n(jobs[i]);
-        memcpy(w->x + (size_t)total * p->chw, batcher_job_inputs(jobs[i]),
-               (size_t)n * p->chw * sizeof(float));
-        total += n;
+        worker_cnn_task *t = &task_of(jobs[i])->cnn;
+        memcpy(w->x + (size_t)total * p->chw, t->inputs, (size_t)t->n * p->chw * sizeof(float));
+        total += t->n;
     }
     if (engine_cnn_forward(w->session, w->x, total, w->y, err) != ENGINE_OK)
         return false;
     engine_softmax(w->y, total, p->k);
     int row = 0;
     for (int i = 0; i < n_jobs; i++) {
-        int n = batcher_job_n(jobs[i]);
-        memcpy(batcher_job_outputs(jobs[i]), w->y + (size_t)row * (size_t)p->k,
-               (size_t)n * (size_t)p->k * sizeof(float));
-        row += n;
+        worker_cnn_task *t = &task_of(jobs[i])->cnn;
+        memcpy(t->probs, w->y + (size_t)row * (size_t)p->k,
+               (size_t)t->n * (size_t)p->k * sizeof(float));
+        row += t->n;
     }
     return true;
 }
+
+static bool run_cnn(worker *w, batcher_job **jobs, int n_jobs, engine_err *err)
+{
+    return n_jobs == 1 ? run_single(w, jobs[0], err) : run_stacked(w, jobs, n_jobs, err);
+}
+
+/* ---- BERT --------------------------------------------------------------------- */
+
+/* Is (s, id) ranked before (s2, id2)?  Higher score first, lower id on ties, NaN
+ * (never from a finite softmax, but never trusted) last. */
+static bool ranks_before(float s, int32_t id, float s2, int32_t id2)
+{
+    if (isnan(s) || isnan(s2))
+        return !isnan(s) || (isnan(s2) && id < id2);
+    return s > s2 || (s == s2 && id < id2);
+}
+
+/* The k best of probs[] over ids (NULL: 0..n-1) into out_ids/out_scores, best
+ * first, by insertion into the sorted k kept so far: O(n k) at worst, about O(n)
+ * for the small k asked in practice. */
+static void select_top_k(const float *probs, const int32_t *ids, int n, int k, int32_t *out_ids,
+                         float *out_scores)
+{
+    int have = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t id = ids ? ids[i] : i;
+        float s = probs[id];
+        if (have == k && !ranks_before(s, id, out_scores[k - 1], out_ids[k - 1]))
+            continue;
+        int pos = have < k ? have++ : k - 1;
+        while (pos > 0 && ranks_before(s, id, out_scores[pos - 1], out_ids[pos - 1])) {
+            out_scores[pos] = out_scores[pos - 1];
+            out_ids[pos] = out_ids[pos - 1];
+            pos--;
+        }
+        out_scores[pos] = s;
+        out_ids[pos] = id;
+    }
+}
+
+/* One forward call over jobs[0..n): answers written into each job's task. */
+static bool run_bert_call(worker *w, batcher_job **jobs, int n, bool want_nsp, engine_err *err)
+{
+    worker_pool *p = w->pool;
+    int v = p->spec.vocab_size;
+    for (int i = 0; i < n; i++)
+        w->seqs[i] = task_of(jobs[i])->bert.seq;
+    if (engine_bert_forward(w->session, w->seqs, n, w->mlm, want_nsp ? w->nsp : NULL, err) !=
+        ENGINE_OK)
+        return false;
+    int row = 0;
+    for (int i = 0; i < n; i++) {
+        worker_bert_task *t = &task_of(jobs[i])->bert;
+        for (int m = 0; m < t->seq.n_mask; m++, row++) {
+            float *probs = w->mlm + (size_t)row * (size_t)v;
+            engine_softmax(probs, 1, v);
+            select_top_k(probs, t->targets, t->targets ? t->n_targets : p->spec.candidates,
+                         t->top_k, t->top_ids + (size_t)m * (size_t)t->top_k,
+                         t->top_scores + (size_t)m * (size_t)t->top_k);
+        }
+        if (t->want_nsp) {
+            float two[2] = {w->nsp[2 * i], w->nsp[2 * i + 1]};
+            engine_softmax(two, 1, 2);
+            t->is_next = two[0];
+        }
+    }
+    return true;
+}
+
+/* Groups the batch into forward calls of at most mlm_rows masks in all. */
+static bool run_bert(worker *w, batcher_job **jobs, int n_jobs, engine_err *err)
+{
+    worker_pool *p = w->pool;
+    int i = 0;
+    while (i < n_jobs) {
+        int first = i, rows = 0;
+        bool want_nsp = false;
+        for (; i < n_jobs; i++) {
+            const worker_bert_task *t = &task_of(jobs[i])->bert;
+            if (t->seq.n_mask > p->spec.mlm_rows) { /* proto's limits make this impossible */
+                engine_fail(err, ENGINE_ERR_INVALID,
+                            "a sequence with %d masks is over the worker's %d mask rows",
+                            t->seq.n_mask, p->spec.mlm_rows);
+                return false;
+            }
+            if (i > first && rows + t->seq.n_mask > p->spec.mlm_rows)
+                break;
+            rows += t->seq.n_mask;
+            want_nsp = want_nsp || t->want_nsp;
+        }
+        if (!run_bert_call(w, jobs + first, i - first, want_nsp, err))
+            return false;
+    }
+    return true;
+}
+
+/* ---- the loop ------------------------------------------------------------------- */
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     worker_pool *p = w->pool;
     int n_jobs;
-    while ((n_jobs = batcher_take(p->b, w->jobs, p->max_batch)) > 0) {
+    while ((n_jobs = batcher_take(p->spec.batcher, w->jobs, p->spec.max_batch)) > 0) {
         engine_err err = {{0}};
-        bool ok = n_jobs == 1 ? run_single(w, w->jobs[0], &err)
-                              : run_stacked(w, w->jobs, n_jobs, &err);
+        bool ok = true;
+        for (int i = 0; i < n_jobs && ok; i++) {
+            if (task_of(w->jobs[i])->kind != p->spec.kind) {
+                engine_fail(&err, ENGINE_ERR_INVALID, "a %s task reached a %s model",
+                            model_kind_name(task_of(w->jobs[i])->kind),
+                            model_kind_name(p->spec.kind));
+                ok = false;
+            }
+        }
+        if (ok)
+            ok = p->spec.kind == MODEL_KIND_BERT ? run_bert(w, w->jobs, n_jobs, &err)
+                                                 : run_cnn(w, w->jobs, n_jobs, &err);
         if (!ok)
             log_error("model %s worker %d: forward failed: %s", p->name, w->index, err.msg);
-        else if (n_jobs > 1 || batcher_job_n(w->jobs[0]) > 1)
+        else if (n_jobs > 1 || batcher_job_units(w->jobs[0]) > 1)
             log_debug("model %s worker %d: batch of %d jobs", p->name, w->index, n_jobs);
         for (int i = 0; i < n_jobs; i++)
             batcher_finish(w->jobs[i], ok, ok ? NULL : err.msg);
@@ -115,55 +237,80 @@ static void worker_release(worker *w)
 {
     if (w->session)
         engine_session_close(w->session);
+    free(w->jobs);
     free(w->x);
     free(w->y);
-    free(w->jobs);
+    free(w->seqs);
+    free(w->mlm);
+    free(w->nsp);
 }
 
-int worker_pool_start(worker_pool **out, const char *name, const engine_model *model,
-                      batcher *b, int n_workers, int max_batch, char *err, size_t errlen)
+/* The per-kind buffers of one worker; false if out of memory. */
+static bool worker_alloc(worker_pool *p, worker *w)
+{
+    size_t mb = (size_t)p->spec.max_batch;
+    w->jobs = malloc(mb * sizeof *w->jobs);
+    if (p->spec.kind == MODEL_KIND_BERT) {
+        w->seqs = malloc(mb * sizeof *w->seqs);
+        w->mlm = malloc((size_t)p->spec.mlm_rows * (size_t)p->spec.vocab_size * sizeof *w->mlm);
+        w->nsp = malloc(mb * 2 * sizeof *w->nsp);
+        return w->jobs && w->seqs && w->mlm && w->nsp;
+    }
+    w->x = malloc(mb * p->chw * sizeof *w->x);
+    w->y = malloc(mb * (size_t)p->k * sizeof *w->y);
+    return w->jobs && w->x && w->y;
+}
+
+int worker_pool_start(worker_pool **out, const worker_pool_spec *spec, char *err, size_t errlen)
 {
     *out = NULL;
-    if (n_workers < 1 || max_batch < 1 || max_batch > engine_model_max_batch(model))
+    const char *name = spec->name;
+    if (spec->workers < 1 || spec->max_batch < 1 ||
+        spec->max_batch > engine_model_max_batch(spec->model))
         return log_errbuf(err, errlen,
-                    "model %s: bad worker settings (%d workers, batch %d, model max %d)", name,
-                    n_workers, max_batch, engine_model_max_batch(model));
+                          "model %s: bad worker settings (%d workers, batch %d, model max %d)",
+                          name, spec->workers, spec->max_batch,
+                          engine_model_max_batch(spec->model));
+    if (spec->kind == MODEL_KIND_BERT &&
+        (spec->vocab_size < 1 || spec->candidates < 1 || spec->candidates > spec->vocab_size ||
+         spec->mlm_rows < 1))
+        return log_errbuf(err, errlen,
+                          "model %s: bad BERT worker settings (vocabulary %d, candidates %d, "
+                          "mask rows %d)",
+                          name, spec->vocab_size, spec->candidates, spec->mlm_rows);
     worker_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return log_errbuf(err, errlen, "out of memory");
+    p->spec = *spec;
     snprintf(p->name, sizeof p->name, "%s", name);
-    p->model = model;
-    p->b = b;
-    p->max_batch = max_batch;
-    int c, h, wd;
-    engine_model_input_shape(model, &c, &h, &wd);
-    p->chw = (size_t)c * (size_t)h * (size_t)wd;
-    p->k = engine_model_num_outputs(model);
-    p->w = calloc((size_t)n_workers, sizeof *p->w);
+    p->spec.name = p->name;
+    if (spec->kind == MODEL_KIND_CNN) {
+        int c, h, wd;
+        engine_model_input_shape(spec->model, &c, &h, &wd);
+        p->chw = (size_t)c * (size_t)h * (size_t)wd;
+        p->k = engine_model_num_outputs(spec->model);
+    }
+    p->w = calloc((size_t)spec->workers, sizeof *p->w);
     if (p->w == NULL) {
         free(p);
         return log_errbuf(err, errlen, "out of memory");
     }
 
-    for (int i = 0; i < n_workers; i++) {
+    for (int i = 0; i < spec->workers; i++) {
         worker *w = &p->w[i];
         w->pool = p;
         w->index = i;
         engine_err e;
-        if (engine_session_open(model, &w->session, &e) != ENGINE_OK) {
+        if (engine_session_open(spec->model, &w->session, &e) != ENGINE_OK) {
             log_errbuf(err, errlen, "model %s: worker %d: %s", name, i, e.msg);
             goto undo;
         }
-        w->x = malloc((size_t)max_batch * p->chw * sizeof *w->x);
-        w->y = malloc((size_t)max_batch * (size_t)p->k * sizeof *w->y);
-        w->jobs = malloc((size_t)max_batch * sizeof *w->jobs);
-        if (w->x == NULL || w->y == NULL || w->jobs == NULL) {
+        if (!worker_alloc(p, w)) {
             log_errbuf(err, errlen, "model %s: out of memory for worker buffers", name);
             goto undo;
         }
     }
-    p->n_workers = n_workers;
-    for (int i = 0; i < n_workers; i++) {
+    for (int i = 0; i < spec->workers; i++) {
         int rc = pthread_create(&p->w[i].thread, NULL, worker_main, &p->w[i]);
         if (rc != 0) {
             log_errbuf(err, errlen, "model %s: cannot start worker thread: %s", name, strerror(rc));
@@ -178,7 +325,7 @@ int worker_pool_start(worker_pool **out, const char *name, const engine_model *m
     return 0;
 
 undo:
-    for (int i = 0; i < n_workers; i++)
+    for (int i = 0; i < spec->workers; i++)
         worker_release(&p->w[i]);
     free(p->w);
     free(p);
@@ -189,7 +336,7 @@ void worker_pool_join(worker_pool *p)
 {
     if (p == NULL)
         return;
-    for (int i = 0; i < p->n_workers; i++) {
+    for (int i = 0; i < p->spec.workers; i++) {
         if (p->w[i].started) {
             pthread_join(p->w[i].thread, NULL);
             p->w[i].started = false;
@@ -202,7 +349,7 @@ void worker_pool_free(worker_pool *p)
     if (p == NULL)
         return;
     worker_pool_join(p);
-    for (int i = 0; i < p->n_workers; i++)
+    for (int i = 0; i < p->spec.workers; i++)
         worker_release(&p->w[i]);
     free(p->w);
     free(p);

@@ -1,26 +1,76 @@
-/* worker.h — the inference threads of one model.
+/* worker.h — the inference threads of one model, and the tasks they run.
  *
  * Use:  worker_pool *p;
- *       if (worker_pool_start(&p, "fashion", model, b, 2, 16, err, sizeof err) != 0) ...
- *       ... batcher_close(b);  worker_pool_join(p);  // queue drained, threads gone
+ *       worker_pool_spec spec = {.name = "fashion", .kind = MODEL_KIND_CNN, .model = model,
+ *                                .batcher = b, .workers = 2, .max_batch = 16};
+ *       if (worker_pool_start(&p, &spec, err, sizeof err) != 0) ...
+ *       ... each job submitted to b carries a worker_task of the model's kind ...
+ *       batcher_close(b);  worker_pool_join(p);  // queue drained, threads gone
  *       worker_pool_free(p);
  * Ownership: the pool owns its threads, their engine sessions and buffers; it
- * borrows the model and the batcher, which must outlive it.
+ * borrows the model and the batcher, which must outlive it.  A task's buffers
+ * belong to whoever submitted the job; the worker only reads the inputs and writes
+ * the outputs, and is done with both once it finishes the job.
  */
 #ifndef MODELD_DAEMON_WORKER_H
 #define MODELD_DAEMON_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "daemon/batcher.h"
 #include "engine/engine.h"
+#include "proto/model_dir.h"
+
+/* A classify request: n images in, n softmax rows out.  Batch units: n. */
+typedef struct worker_cnn_task {
+    const float *inputs; /* (N,C,H,W) normalised */
+    float *probs;        /* (N,K) written by the worker */
+    int n;               /* N */
+} worker_cnn_task;
+
+/* One BERT sequence: fill-mask (masks, answers per mask) and/or next-sentence.
+ * Batch units: seq.len tokens. */
+typedef struct worker_bert_task {
+    engine_bert_seq seq;     /* ids, segment ids, mask positions (T) */
+    int top_k;               /* answers per mask, <= candidates (or n_targets) */
+    const int32_t *targets;  /* (n_targets) ids to rank, or NULL: ids 0..candidates-1 */
+    int n_targets;
+    bool want_nsp;           /* compute is_next */
+    int32_t *top_ids;        /* (n_mask, top_k) written by the worker, best first */
+    float *top_scores;       /* (n_mask, top_k) softmax over the whole vocabulary */
+    float is_next;           /* P(B follows A), written when want_nsp */
+} worker_bert_task;
+
+/* The payload of every batcher job of the daemon; kind is the model's. */
+typedef struct worker_task {
+    model_kind kind;
+    union {
+        worker_cnn_task cnn;
+        worker_bert_task bert;
+    };
+} worker_task;
 
 typedef struct worker_pool worker_pool;
 
+typedef struct worker_pool_spec {
+    const char *name;            /* for logs */
+    model_kind kind;
+    const engine_model *model;
+    batcher *batcher;
+    int workers;
+    int max_batch;               /* images (CNN) or sequences (BERT) per forward pass */
+    /* MODEL_KIND_BERT */
+    int vocab_size;              /* MLM logits per mask: the checkpoint's vocabulary */
+    int candidates;              /* ids that may be answered (tokens of vocab.txt) */
+    int mlm_rows;                /* masks one forward pass may return; >= masks of a sequence */
+} worker_pool_spec;
+
 /* Opens one session per worker (so a model too big for the arena fails here, at
  * start-up) and starts the threads.  max_batch must not exceed the model's. */
-int worker_pool_start(worker_pool **out, const char *name, const engine_model *model,
-                      batcher *b, int n_workers, int max_batch, char *err, size_t errlen);
+int worker_pool_start(worker_pool **out, const worker_pool_spec *spec, char *err,
+                      size_t errlen);
 /* Waits for every thread to return; they do once the batcher is closed and empty. */
 void worker_pool_join(worker_pool *p);
 void worker_pool_free(worker_pool *p);

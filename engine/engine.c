@@ -5,7 +5,10 @@
  * A model is built once (one thread, may allocate) and then only read.  A session
  * owns one arena sized from the model's plan at open; forward bumps and resets it
  * and never allocates, so a worker that opened its session can run forever
- * without touching malloc. */
+ * without touching malloc.
+ *
+ * A model is of one kind, CNN (a graph) or BERT (models/bert.c); every entry point
+ * here dispatches on it, and a forward of the other kind is ENGINE_ERR_INVALID. */
 #include "engine/engine.h"
 
 #include <stdarg.h>
@@ -77,6 +80,7 @@ engine_status engine_cnn_load(const cnn_spec *spec, const char *weights_path, in
         free(m);
         return s;
     }
+    m->kind = ENGINE_MODEL_CNN;
     m->in_c = spec->in_channels;
     m->in_h = spec->in_height;
     m->in_w = spec->in_width;
@@ -106,15 +110,43 @@ engine_status engine_cnn_load(const cnn_spec *spec, const char *weights_path, in
     return ENGINE_OK;
 }
 
+engine_status engine_bert_load(const bert_config *cfg, const char *weights_path,
+                               int max_batch, int max_tokens, engine_model **out,
+                               engine_err *err)
+{
+    *out = NULL;
+    engine_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return engine_fail(err, ENGINE_ERR_NOMEM, "out of memory");
+    m->kind = ENGINE_MODEL_BERT;
+    engine_status s = safetensors_open(weights_path, &m->st, err);
+    if (s == ENGINE_OK)
+        s = bert_load(cfg, m->st, max_batch, max_tokens, &m->bert, err);
+    if (s != ENGINE_OK) {
+        engine_model_free(m);
+        return s;
+    }
+    m->num_outputs = bert_vocab_size(m->bert);
+    *out = m;
+    return ENGINE_OK;
+}
+
+bool engine_bert_has_nsp(const engine_model *m)
+{
+    return m->kind == ENGINE_MODEL_BERT && bert_has_nsp(m->bert);
+}
+
 void engine_model_free(engine_model *m)
 {
     if (!m)
         return;
     graph_free(&m->g);
+    bert_free(m->bert);
     safetensors_close(m->st);
     free(m);
 }
 
+/* BERT takes token ids, not images: (0, 0, 0). */
 void engine_model_input_shape(const engine_model *m, int *channels, int *height, int *width)
 {
     *channels = m->in_c;
@@ -122,24 +154,28 @@ void engine_model_input_shape(const engine_model *m, int *channels, int *height,
     *width = m->in_w;
 }
 
+/* CNN: classes; BERT: vocabulary size, the width of one mask position's logits. */
 int engine_model_num_outputs(const engine_model *m)
 {
     return m->num_outputs;
 }
 
+/* BERT: sequences per batch. */
 int engine_model_max_batch(const engine_model *m)
 {
-    return m->g.max_batch;
+    return m->kind == ENGINE_MODEL_BERT ? bert_max_batch(m->bert) : m->g.max_batch;
 }
 
+/* BERT: per token of the encoder's GEMMs (see bert_flops_per_token). */
 double engine_model_flops(const engine_model *m)
 {
-    return graph_flops(&m->g);
+    return m->kind == ENGINE_MODEL_BERT ? bert_flops_per_token(m->bert) : graph_flops(&m->g);
 }
 
 size_t engine_model_arena_bytes(const engine_model *m)
 {
-    return graph_arena_bytes(&m->g);
+    return m->kind == ENGINE_MODEL_BERT ? bert_arena_bytes(m->bert)
+                                        : graph_arena_bytes(&m->g);
 }
 
 /* ---- sessions ---------------------------------------------------------------- */
@@ -151,10 +187,11 @@ engine_status engine_session_open(const engine_model *m, engine_session **out, e
     if (!s)
         return engine_fail(err, ENGINE_ERR_NOMEM, "out of memory");
     s->m = m;
-    if (arena_init(&s->a, graph_arena_bytes(&m->g)) != 0) {
+    const size_t bytes = engine_model_arena_bytes(m);
+    if (arena_init(&s->a, bytes) != 0) {
         free(s);
         return engine_fail(err, ENGINE_ERR_NOMEM, "out of memory for a %zu-byte session arena",
-                           graph_arena_bytes(&m->g));
+                           bytes);
     }
     *out = s;
     return ENGINE_OK;
@@ -171,6 +208,9 @@ void engine_session_close(engine_session *s)
 engine_status engine_cnn_forward(engine_session *s, const float *x, int n, float *logits,
                                  engine_err *err)
 {
+    if (s->m->kind != ENGINE_MODEL_CNN)
+        return engine_fail(err, ENGINE_ERR_INVALID, "engine_cnn_forward on a model that is "
+                           "not a CNN");
     const graph *g = &s->m->g;
     if (n < 1 || n > g->max_batch)
         return engine_fail(err, ENGINE_ERR_INVALID, "batch of %d is outside 1..%d", n, g->max_batch);
@@ -179,4 +219,13 @@ engine_status engine_cnn_forward(engine_session *s, const float *x, int n, float
     float *scratch = arena_alloc(&s->a, g->scratch_floats * sizeof(float));
     graph_forward(g, n, x, logits, region, scratch);
     return ENGINE_OK;
+}
+
+engine_status engine_bert_forward(engine_session *s, const engine_bert_seq *seqs, int n,
+                                  float *mlm, float *nsp, engine_err *err)
+{
+    if (s->m->kind != ENGINE_MODEL_BERT)
+        return engine_fail(err, ENGINE_ERR_INVALID, "engine_bert_forward on a model that is "
+                           "not a BERT");
+    return bert_forward(s->m->bert, &s->a, seqs, n, mlm, nsp, err);
 }

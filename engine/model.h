@@ -6,11 +6,22 @@
 #include "engine/graph.h"
 #include "engine/safetensors.h"
 
+typedef enum engine_model_kind {
+    ENGINE_MODEL_CNN = 0,   /* a graph: engine_cnn_forward */
+    ENGINE_MODEL_BERT,      /* engine_bert_forward */
+} engine_model_kind;
+
+struct bert_model;
+
 struct engine_model {
+    engine_model_kind kind;
+    safetensors *st;        /* kept mapped: the graph or the bert points into it */
+    /* CNN */
     graph g;
-    safetensors *st;        /* kept mapped: the graph points into it */
     int in_c, in_h, in_w;
     int num_outputs;
+    /* BERT */
+    struct bert_model *bert;
 };
 
 struct engine_session {

@@ -1,5 +1,6 @@
 /* model_dir.c — a model directory (docs/MODELS.md) into a cnn_spec, an image_preproc
- * and a label list.
+ * and a label list, or, for a Hugging Face BERT directory, into a bert_config and the
+ * tokenizer's settings.
  *
  * Runs at start-up and on reload, on whichever thread loads models; it keeps no state
  * between calls.  Everything it reads is treated as hostile: files are size-limited
@@ -9,6 +10,13 @@
  * the file and, inside config.json, the JSON path ("layers[3].layers[1]") of what
  * was wrong.  The layer rules mirror tools/export_model.py, which writes these
  * files; PyTorch's constructor defaults fill omitted arguments.
+ *
+ * A BERT directory is what save_pretrained writes, recognised by "model_type" in
+ * config.json.  That file is not ours: Hugging Face writes dozens of keys we have no
+ * use for, so unknown keys are ignored there (the opposite of the CNN rule), while
+ * every key that changes the computation is read and range-checked, and values the
+ * engine does not implement (another activation, relative positions, a decoder) are
+ * refused by name.  Absent keys take BertConfig's defaults, as Hugging Face does.
  */
 #define _POSIX_C_SOURCE 200809L /* O_CLOEXEC, fstat, strerror_r under -std=c11 */
 
@@ -27,6 +35,8 @@
 #include <unistd.h>
 
 #include <jansson.h>
+
+#include "engine/wordpiece.h"
 
 #define CONFIG_MAX_BYTES ((size_t)4 << 20)
 /* every label at full length plus CRLF */
@@ -564,6 +574,99 @@ static engine_status parse_layer_list(parse_ctx *ctx, json_t *list, const char *
     return st;
 }
 
+/* ---- config.json: a Hugging Face BERT -------------------------------------------------- */
+
+/* Bounds well inside the engine's own (engine/models/bert.c); the vocabulary is the
+ * tokenizer's limit, since ids come from it. */
+#define BERT_MAX_HIDDEN 65536
+#define BERT_MAX_LAYERS 1024
+#define BERT_MAX_INTER (1 << 20)
+#define BERT_MAX_POSITIONS 65536
+
+static engine_status parse_bert(parse_ctx *ctx, json_t *root, model_dir *md)
+{
+    char p[64];
+    json_t *v = json_object_get(root, "model_type");
+    if (!json_is_string(v))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "model_type", "must be a string");
+    if (strcmp(json_string_value(v), "bert") != 0)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "model_type", "unknown model_type \"%s\" "
+                       "(this build serves \"bert\")", json_string_value(v));
+
+    /* The heads the checkpoint holds: the engine needs the masked-LM one. */
+    v = json_object_get(root, "architectures");
+    if (v && !json_is_null(v)) {
+        if (!json_is_array(v))
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "architectures", "must be an array of "
+                           "strings");
+        bool mlm = false;
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_t *e = json_array_get(v, i);
+            snprintf(p, sizeof p, "architectures[%zu]", i);
+            if (!json_is_string(e))
+                return fail_at(ctx, ENGINE_ERR_FORMAT, p, "must be a string");
+            mlm |= !strcmp(json_string_value(e), "BertForMaskedLM") ||
+                   !strcmp(json_string_value(e), "BertForPreTraining");
+        }
+        if (!mlm)
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "architectures", "names neither "
+                           "BertForMaskedLM nor BertForPreTraining: this build serves BERT "
+                           "with its masked-LM head");
+    }
+
+    bert_config *c = &md->bert;
+    TRY(get_int(ctx, root, "", "vocab_size", false, 30522, 1, WORDPIECE_MAX_VOCAB,
+                &c->vocab_size));
+    TRY(get_int(ctx, root, "", "hidden_size", false, 768, 1, BERT_MAX_HIDDEN,
+                &c->hidden_size));
+    TRY(get_int(ctx, root, "", "num_hidden_layers", false, 12, 1, BERT_MAX_LAYERS,
+                &c->num_hidden_layers));
+    TRY(get_int(ctx, root, "", "num_attention_heads", false, 12, 1, BERT_MAX_HIDDEN,
+                &c->num_attention_heads));
+    TRY(get_int(ctx, root, "", "intermediate_size", false, 3072, 1, BERT_MAX_INTER,
+                &c->intermediate_size));
+    TRY(get_int(ctx, root, "", "max_position_embeddings", false, 512, 1, BERT_MAX_POSITIONS,
+                &c->max_position_embeddings));
+    TRY(get_int(ctx, root, "", "type_vocab_size", false, 2, 1, BERT_MAX_POSITIONS,
+                &c->type_vocab_size));
+    TRY(get_float(ctx, root, "", "layer_norm_eps", 1e-12f, &c->layer_norm_eps));
+    if (!(c->layer_norm_eps > 0.0f))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "layer_norm_eps", "must be positive");
+    if (c->hidden_size % c->num_attention_heads)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "num_attention_heads", "hidden_size (%d) "
+                       "must be a multiple of num_attention_heads (%d)", c->hidden_size,
+                       c->num_attention_heads);
+
+    v = json_object_get(root, "hidden_act");
+    const char *act = "gelu";
+    if (v && !json_is_string(v))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "hidden_act", "must be a string");
+    if (v)
+        act = json_string_value(v);
+    if (!strcmp(act, "gelu"))
+        c->hidden_act_relu = false;
+    else if (!strcmp(act, "relu"))
+        c->hidden_act_relu = true;
+    else
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "hidden_act", "\"%s\" is not supported "
+                       "(\"gelu\", the exact erf form, or \"relu\")", act);
+
+    v = json_object_get(root, "position_embedding_type");
+    if (v && !json_is_null(v) &&
+        (!json_is_string(v) || strcmp(json_string_value(v), "absolute") != 0))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "position_embedding_type", "%s%s%s is not "
+                       "supported (only \"absolute\")", json_is_string(v) ? "\"" : "",
+                       json_is_string(v) ? json_string_value(v) : "a non-string",
+                       json_is_string(v) ? "\"" : "");
+    bool decoder = false;
+    TRY(get_bool(ctx, root, "", "is_decoder", false, &decoder));
+    if (decoder)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "is_decoder", "a causal (decoder) BERT is "
+                       "not supported");
+    md->kind = MODEL_KIND_BERT;
+    return ENGINE_OK;
+}
+
 /* ---- config.json: top level ---------------------------------------------------------- */
 
 static engine_status parse_channel_array(parse_ctx *ctx, json_t *in, const char *key,
@@ -660,6 +763,10 @@ static engine_status parse_config(parse_ctx *ctx, const char *text, size_t len, 
         st = fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "must be a JSON object");
         goto out;
     }
+    if (json_object_get(root, "model_type")) {   /* Hugging Face's, not ours */
+        st = parse_bert(ctx, root, md);
+        goto out;
+    }
     st = check_keys(ctx, root, NULL, "a model config",
                     (const char *const[]){"kind", "architecture", "num_classes", "input",
                                           "layers", NULL});
@@ -668,7 +775,8 @@ static engine_status parse_config(parse_ctx *ctx, const char *text, size_t len, 
 
     v = json_object_get(root, "kind");
     if (!json_is_string(v)) {
-        st = fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "missing \"kind\" (a string)");
+        st = fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "missing \"kind\" (a string), or "
+                     "\"model_type\" for a Hugging Face BERT");
         goto out;
     }
     if (strcmp(json_string_value(v), "cnn") != 0) {
@@ -825,6 +933,56 @@ static engine_status parse_labels(const char *path, const char *text, size_t len
     return ENGINE_OK;
 }
 
+/* ---- tokenizer files (BERT) ----------------------------------------------------------- */
+
+/* vocab.txt must be there (the tokenizer reads it); tokenizer_config.json may be, and
+ * gives do_lower_case (default true, as BertTokenizer).  Settings the engine's
+ * tokenizer does not implement are refused rather than silently tokenized otherwise. */
+static engine_status read_tokenizer(const char *dir, model_dir *md, engine_err *err)
+{
+    char path[PATH_MAX];
+    int fd;
+    off_t size;
+    TRY(join_path(md->vocab_path, sizeof md->vocab_path, dir, "vocab.txt", err));
+    TRY(open_regular(md->vocab_path, &fd, &size, err));
+    close(fd);
+
+    md->do_lower_case = true;
+    TRY(join_path(path, sizeof path, dir, "tokenizer_config.json", err));
+    struct stat sb;
+    if (stat(path, &sb) != 0 && errno == ENOENT)
+        return ENGINE_OK;
+    char *text;
+    size_t len;
+    TRY(read_file(path, CONFIG_MAX_BYTES, &text, &len, err));
+    json_error_t je;
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
+    if (!root)
+        return engine_fail(err, ENGINE_ERR_FORMAT, "%s: line %d column %d: %s", path,
+                           je.line, je.column, je.text);
+    parse_ctx ctx = {.file = path, .err = err};
+    engine_status st = ENGINE_OK;
+    json_t *v;
+    if (!json_is_object(root))
+        st = fail_at(&ctx, ENGINE_ERR_FORMAT, NULL, "must be a JSON object");
+    if (st == ENGINE_OK)
+        st = get_bool(&ctx, root, "", "do_lower_case", true, &md->do_lower_case);
+    /* BertTokenizer strips accents exactly when it lower-cases unless told otherwise,
+     * and always splits CJK ideographs: the only behaviour engine/wordpiece has. */
+    if (st == ENGINE_OK && (v = json_object_get(root, "strip_accents")) && !json_is_null(v) &&
+        (!json_is_boolean(v) || json_is_true(v) != md->do_lower_case))
+        st = fail_at(&ctx, ENGINE_ERR_FORMAT, "strip_accents", "must be null or equal to "
+                     "do_lower_case (%s): the tokenizer strips accents exactly when it "
+                     "lower-cases", md->do_lower_case ? "true" : "false");
+    if (st == ENGINE_OK && (v = json_object_get(root, "tokenize_chinese_chars")) &&
+        !json_is_true(v))
+        st = fail_at(&ctx, ENGINE_ERR_FORMAT, "tokenize_chinese_chars", "must be true "
+                     "(the tokenizer always splits CJK ideographs)");
+    json_decref(root);
+    return st;
+}
+
 /* ---- the directory ------------------------------------------------------------------- */
 
 engine_status model_dir_read(const char *dir, model_dir *out, engine_err *err)
@@ -847,13 +1005,16 @@ engine_status model_dir_read(const char *dir, model_dir *out, engine_err *err)
     free(text);
     text = NULL;
 
-    if (st == ENGINE_OK)
+    const bool cnn = md.kind == MODEL_KIND_CNN;
+    if (st == ENGINE_OK && cnn)
         st = join_path(path, sizeof path, dir, "labels.txt", err);
-    if (st == ENGINE_OK)
+    if (st == ENGINE_OK && cnn)
         st = read_file(path, LABELS_MAX_BYTES, &text, &len, err);
-    if (st == ENGINE_OK)
+    if (st == ENGINE_OK && cnn)
         st = parse_labels(path, text, len, md.cnn.num_classes, &md, err);
     free(text);
+    if (st == ENGINE_OK && md.kind == MODEL_KIND_BERT)
+        st = read_tokenizer(dir, &md, err);
 
     /* The engine maps and validates the weights; here only that they are there. */
     if (st == ENGINE_OK)
@@ -891,6 +1052,7 @@ const char *model_kind_name(model_kind kind)
 {
     switch (kind) {
     case MODEL_KIND_CNN: return "cnn";
+    case MODEL_KIND_BERT: return "bert";
     }
     return "unknown";
 }

@@ -1,8 +1,13 @@
-/* model_dir.h — reads a model directory (config.json + model.safetensors +
- * labels.txt, see docs/MODELS.md) into native structs the engine takes.
+/* model_dir.h — reads a model directory (docs/MODELS.md) into native structs the
+ * engine takes: a CNN (config.json + model.safetensors + labels.txt) or a Hugging Face
+ * BERT (config.json with "model_type": "bert" + model.safetensors + vocab.txt
+ * [+ tokenizer_config.json]).
  *
  * Use:  model_dir md;  if (model_dir_read("models/fashion", &md, &err) != ENGINE_OK) ...
- *       engine_cnn_load(&md.cnn, md.weights_path, max_batch, &model, &err);
+ *       if (md.kind == MODEL_KIND_CNN)
+ *           engine_cnn_load(&md.cnn, md.weights_path, max_batch, &model, &err);
+ *       else   // MODEL_KIND_BERT; the tokenizer: wordpiece_load(md.vocab_path, md.do_lower_case, ...)
+ *           engine_bert_load(&md.bert, md.weights_path, max_batch, max_tokens, &model, &err);
  *       model_dir_free(&md);
  * Ownership: model_dir_free() frees the spec's layers and the labels.
  */

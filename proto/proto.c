@@ -2,9 +2,12 @@
  *
  * Owns the translation between request/response bodies and native structs: a
  * classify body becomes a normalised (N,C,H,W) tensor plus top_k, and softmax rows
- * become the predictions JSON.  Every check a request can fail is made here, with
- * a message that says what was wrong and how to fix it, so the daemon behind it
- * only ever sees valid jobs.
+ * become the predictions JSON; a fill-mask or next-sentence body becomes token ids
+ * (tokenized here with the model's WordPiece table, because the token count is a
+ * limit to check and refuse, never to truncate), and the worker's top-k ids and
+ * scores become answers with decoded text.  Every check a request can fail is made
+ * here, with a message that says what was wrong and how to fix it, so the daemon
+ * behind it only ever sees valid jobs.
  *
  * Runs on HTTP threads, many at once; it keeps no state, so it needs no locks.
  * It must never trust a size or count from the body before checking it against a
@@ -444,6 +447,394 @@ void proto_classify_req_free(proto_classify_req *req)
     req->inputs = NULL;
 }
 
+/* ---- BERT requests ------------------------------------------------------------ */
+
+/* Rejects keys of obj not in allowed; "where" names obj in the message. */
+static int check_fields(const json_t *obj, const char *const *allowed, size_t n_allowed,
+                        const char *where, proto_error *err)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)obj, key, value) {
+        bool known = false;
+        for (size_t i = 0; i < n_allowed; i++)
+            known = known || strcmp(key, allowed[i]) == 0;
+        if (!known) {
+            char list[160];
+            size_t n = 0;
+            list[0] = '\0';
+            for (size_t i = 0; i < n_allowed && n < sizeof list; i++) {
+                int w = snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", allowed[i]);
+                if (w < 0)
+                    break;
+                n += (size_t)w;
+            }
+            return perr(err, 400, "unknown field \"%.64s\"%s; allowed: %s", key, where, list);
+        }
+    }
+    return 0;
+}
+
+/* The special ids a BERT request needs; the registry refuses vocabularies without
+ * them, so a failure here is the server's fault. */
+static int bert_specials(const proto_bert_model *bm, wordpiece_specials *sp, proto_error *err)
+{
+    *sp = wordpiece_special_ids(bm->wp);
+    if (sp->cls < 0 || sp->sep < 0 || sp->mask < 0)
+        return perr(err, 500, "model %s's vocabulary lacks [CLS], [SEP] or [MASK]", bm->name);
+    if (bm->max_tokens < 3)
+        return perr(err, 500, "model %s takes %d tokens, too few for any text", bm->name,
+                    bm->max_tokens);
+    return 0;
+}
+
+/* A JSON string field to be tokenized: a string, within WORDPIECE_MAX_TEXT_BYTES. */
+static int text_field(const json_t *v, const char *what, const char *hint, proto_error *err)
+{
+    if (!json_is_string(v))
+        return perr(err, 400, "%s must be a string%s, got %s", what, hint, type_name(v));
+    if (json_string_length(v) > WORDPIECE_MAX_TEXT_BYTES)
+        return perr(err, 413, "%s is %zu bytes; at most %d bytes are taken", what,
+                    json_string_length(v), WORDPIECE_MAX_TEXT_BYTES);
+    return 0;
+}
+
+/* Tokenizes s into ids (at most cap written); *n is the count the whole text needs. */
+static int tokenize(const proto_bert_model *bm, const json_t *s, const char *what, int32_t *ids,
+                    int cap, int *n, proto_error *err)
+{
+    engine_err e;
+    engine_status st = wordpiece_encode(bm->wp, json_string_value(s), json_string_length(s), ids,
+                                        cap < 0 ? 0 : cap, n, &e);
+    switch (st) {
+    case ENGINE_OK:
+        return 0;
+    case ENGINE_ERR_NOMEM:
+        return perr(err, 500, "out of memory tokenizing %s", what);
+    default: /* jansson only hands out valid UTF-8, but the tokenizer checks again */
+        return perr(err, 400, "%s: %s", what, e.msg);
+    }
+}
+
+/* top_k: a positive integer up to PROTO_FILL_MASK_MAX_TOP_K. */
+static int parse_fill_mask_top_k(const json_t *v, int *out, proto_error *err)
+{
+    if (!json_is_integer(v))
+        return perr(err, 400, "top_k must be a positive integer, got %s", type_name(v));
+    json_int_t k = json_integer_value(v);
+    if (k < 1 || k > PROTO_FILL_MASK_MAX_TOP_K)
+        return perr(err, 400, "top_k must be from 1 to %d, got %" JSON_INTEGER_FORMAT,
+                    PROTO_FILL_MASK_MAX_TOP_K, k);
+    *out = (int)k;
+    return 0;
+}
+
+/* One target word -> the id Hugging Face's fill-mask pipeline scores for it: the
+ * word itself if it is a token, else the first piece of its tokenization that is
+ * not [UNK].  *id is -1 when there is none. */
+static int target_id(const proto_bert_model *bm, const json_t *v, const char *what,
+                     int32_t *id, proto_error *err)
+{
+    *id = -1;
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    *id = wordpiece_id(bm->wp, s, len);
+    if (*id >= 0)
+        return 0;
+    /* Every piece comes from at least one byte of the word, so len + 1 ids suffice. */
+    int32_t pieces[PROTO_FILL_MASK_MAX_TARGET_BYTES + 1];
+    int n;
+    int st = tokenize(bm, v, what, pieces, (int)(sizeof pieces / sizeof pieces[0]), &n, err);
+    if (st != 0)
+        return st;
+    int32_t unk = wordpiece_special_ids(bm->wp).unk;
+    for (int i = 0; i < n && i < (int)(sizeof pieces / sizeof pieces[0]); i++) {
+        if (pieces[i] != unk) {
+            *id = pieces[i];
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* targets: a string or a non-empty array of strings -> distinct ids, first seen first. */
+static int parse_targets(const proto_bert_model *bm, const json_t *v, proto_fill_mask_req *out,
+                         proto_error *err)
+{
+    bool one = json_is_string(v);
+    if (!one && !json_is_array(v))
+        return perr(err, 400, "targets must be an array of words (or one word), got %s",
+                    type_name(v));
+    size_t n = one ? 1 : json_array_size(v);
+    if (n == 0)
+        return perr(err, 400, "targets is empty: give at least one word, or leave it out to "
+                              "rank the whole vocabulary");
+    if (n > PROTO_FILL_MASK_MAX_TARGETS)
+        return perr(err, 413, "too many targets: %zu; at most %d", n,
+                    PROTO_FILL_MASK_MAX_TARGETS);
+    out->targets = malloc(n * sizeof *out->targets);
+    if (out->targets == NULL)
+        return perr(err, 500, "out of memory for %zu targets", n);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = one ? v : json_array_get(v, i);
+        char what[40];
+        if (one)
+            snprintf(what, sizeof what, "targets");
+        else
+            snprintf(what, sizeof what, "targets[%zu]", i);
+        if (!json_is_string(t))
+            return perr(err, 400, "%s must be a string (a word), got %s", what, type_name(t));
+        size_t tl = json_string_length(t);
+        if (tl == 0)
+            return perr(err, 400, "%s is empty: give a word", what);
+        if (tl > PROTO_FILL_MASK_MAX_TARGET_BYTES)
+            return perr(err, 422, "%s is %zu bytes; a target is one word of at most %d bytes",
+                        what, tl, PROTO_FILL_MASK_MAX_TARGET_BYTES);
+        int32_t id;
+        int st = target_id(bm, t, what, &id, err);
+        if (st != 0)
+            return st;
+        if (id < 0 || id >= bm->candidates)
+            return perr(err, 422, "%s \"%.64s\" has no token in model %s's vocabulary", what,
+                        json_string_value(t), bm->name);
+        bool seen = false;
+        for (int k = 0; k < out->n_targets && !seen; k++)
+            seen = out->targets[k] == id;
+        if (!seen)
+            out->targets[out->n_targets++] = id;
+    }
+    return 0;
+}
+
+static const char *const fill_mask_fields[] = {"text", "inputs", "top_k", "targets",
+                                               "parameters", "options"};
+static const char *const fill_mask_parameters[] = {"top_k", "targets"};
+
+int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *bm,
+                          proto_fill_mask_req *out, proto_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (len == 0)
+        return perr(err, 400, "empty body: send a JSON object such as "
+                              "{\"text\": \"The [MASK] sat on the mat.\", \"top_k\": 5}");
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (root == NULL)
+        return perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)",
+                    jerr.text, jerr.line, jerr.column);
+
+    int status = 0;
+    wordpiece_specials sp;
+    if ((status = bert_specials(bm, &sp, err)) != 0)
+        goto done;
+    if (!json_is_object(root)) {
+        status = perr(err, 400, "body must be a JSON object with \"text\" (or \"inputs\"); got %s",
+                      type_name(root));
+        goto done;
+    }
+    if ((status = check_fields(root, fill_mask_fields,
+                               sizeof fill_mask_fields / sizeof fill_mask_fields[0], "", err)) != 0)
+        goto done;
+
+    const json_t *text = json_object_get(root, "text");
+    const json_t *inputs = json_object_get(root, "inputs");
+    if ((text != NULL) == (inputs != NULL)) {
+        status = perr(err, 400, "give exactly one of \"text\" or \"inputs\": a string with one or "
+                                "more [MASK] tokens");
+        goto done;
+    }
+    out->form = text ? PROTO_BERT_TEXT : PROTO_BERT_INPUTS;
+    const char *what = text ? "text" : "inputs";
+    if (inputs != NULL && json_is_array(inputs)) {
+        status = perr(err, 400, "inputs must be one string; send one text per request");
+        goto done;
+    }
+    if ((status = text_field(text ? text : inputs, what, " containing [MASK]", err)) != 0)
+        goto done;
+
+    /* top_k and targets: at the top level, or in "parameters" as Hugging Face's
+     * Inference API sends them, not both. */
+    const json_t *params = json_object_get(root, "parameters");
+    const json_t *options = json_object_get(root, "options");
+    if (options != NULL && !json_is_object(options)) {
+        status = perr(err, 400, "options must be an object, got %s", type_name(options));
+        goto done;
+    }
+    const json_t *top_k = json_object_get(root, "top_k");
+    const json_t *targets = json_object_get(root, "targets");
+    if (params != NULL) {
+        if (!json_is_object(params)) {
+            status = perr(err, 400, "parameters must be an object with top_k and/or targets, "
+                                    "got %s", type_name(params));
+            goto done;
+        }
+        if ((status = check_fields(params, fill_mask_parameters,
+                                   sizeof fill_mask_parameters / sizeof fill_mask_parameters[0],
+                                   " in parameters", err)) != 0)
+            goto done;
+        for (size_t i = 0; i < 2; i++) {
+            const char *k = fill_mask_parameters[i];
+            if (json_object_get(params, k) != NULL && json_object_get(root, k) != NULL) {
+                status = perr(err, 400, "%s is given twice, at the top level and in parameters: "
+                                        "give it once", k);
+                goto done;
+            }
+        }
+        if (top_k == NULL)
+            top_k = json_object_get(params, "top_k");
+        if (targets == NULL)
+            targets = json_object_get(params, "targets");
+    }
+    out->top_k = PROTO_DEFAULT_TOP_K;
+    if (top_k != NULL && (status = parse_fill_mask_top_k(top_k, &out->top_k, err)) != 0)
+        goto done;
+
+    /* [CLS] text [SEP], refused (never truncated) past the model's positions. */
+    out->ids = malloc((size_t)bm->max_tokens * sizeof *out->ids);
+    if (out->ids == NULL) {
+        status = perr(err, 500, "out of memory for %d tokens", bm->max_tokens);
+        goto done;
+    }
+    int n;
+    if ((status = tokenize(bm, text ? text : inputs, what, out->ids + 1, bm->max_tokens - 2, &n,
+                           err)) != 0)
+        goto done;
+    if (n > bm->max_tokens - 2) {
+        status = perr(err, 413, "%s is %d tokens with [CLS] and [SEP]; model %s takes at most %d "
+                                "(max_position_embeddings): shorten the text",
+                      what, n + 2, bm->name, bm->max_tokens);
+        goto done;
+    }
+    out->ids[0] = sp.cls;
+    out->ids[n + 1] = sp.sep;
+    out->len = n + 2;
+
+    for (int i = 1; i <= n; i++)
+        out->n_mask += out->ids[i] == sp.mask;
+    if (out->n_mask == 0) {
+        status = perr(err, 422, "%s has no [MASK] token: write [MASK] (upper case, in brackets) "
+                                "where a word is to be predicted",
+                      what);
+        goto done;
+    }
+    out->mask_pos = malloc((size_t)out->n_mask * sizeof *out->mask_pos);
+    if (out->mask_pos == NULL) {
+        status = perr(err, 500, "out of memory for %d masks", out->n_mask);
+        goto done;
+    }
+    for (int i = 1, m = 0; i <= n; i++)
+        if (out->ids[i] == sp.mask)
+            out->mask_pos[m++] = i;
+
+    if (targets != NULL && (status = parse_targets(bm, targets, out, err)) != 0)
+        goto done;
+    int ranked = out->targets ? out->n_targets : bm->candidates;
+    if (out->top_k > ranked)
+        out->top_k = ranked;
+    if ((long long)out->n_mask * out->top_k > PROTO_FILL_MASK_MAX_ANSWERS) {
+        status = perr(err, 422, "%d masks x top_k %d is %lld answers; at most %d in one response: "
+                                "lower top_k or send fewer masks per request",
+                      out->n_mask, out->top_k, (long long)out->n_mask * out->top_k,
+                      PROTO_FILL_MASK_MAX_ANSWERS);
+        goto done;
+    }
+
+done:
+    json_decref(root);
+    if (status != 0)
+        proto_fill_mask_req_free(out);
+    return status;
+}
+
+void proto_fill_mask_req_free(proto_fill_mask_req *req)
+{
+    free(req->ids);
+    free(req->mask_pos);
+    free(req->targets);
+    req->ids = req->mask_pos = req->targets = NULL;
+}
+
+static const char *const next_sentence_fields[] = {"text_a", "text_b"};
+
+int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_model *bm,
+                              proto_next_sentence_req *out, proto_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (len == 0)
+        return perr(err, 400, "empty body: send a JSON object such as "
+                              "{\"text_a\": \"I went out.\", \"text_b\": \"It was raining.\"}");
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (root == NULL)
+        return perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)",
+                    jerr.text, jerr.line, jerr.column);
+
+    int status = 0;
+    wordpiece_specials sp;
+    if ((status = bert_specials(bm, &sp, err)) != 0)
+        goto done;
+    if (!json_is_object(root)) {
+        status = perr(err, 400, "body must be a JSON object with \"text_a\" and \"text_b\"; "
+                                "got %s", type_name(root));
+        goto done;
+    }
+    if ((status = check_fields(root, next_sentence_fields,
+                               sizeof next_sentence_fields / sizeof next_sentence_fields[0], "",
+                               err)) != 0)
+        goto done;
+    const json_t *a = json_object_get(root, "text_a"), *b = json_object_get(root, "text_b");
+    if (a == NULL || b == NULL) {
+        status = perr(err, 400, "give both \"text_a\" (the first sentence) and \"text_b\" (the "
+                                "sentence that may follow it)");
+        goto done;
+    }
+    if ((status = text_field(a, "text_a", "", err)) != 0 ||
+        (status = text_field(b, "text_b", "", err)) != 0)
+        goto done;
+
+    /* [CLS] a [SEP] b [SEP]: a is written after [CLS], b after a's [SEP] while both fit;
+     * past the limit only the counts matter, for the message. */
+    int max = bm->max_tokens;
+    out->ids = malloc((size_t)max * sizeof *out->ids);
+    out->type_ids = malloc((size_t)max * sizeof *out->type_ids);
+    if (out->ids == NULL || out->type_ids == NULL) {
+        status = perr(err, 500, "out of memory for %d tokens", max);
+        goto done;
+    }
+    int na, nb;
+    if ((status = tokenize(bm, a, "text_a", out->ids + 1, max - 3, &na, err)) != 0)
+        goto done;
+    bool a_fits = na <= max - 3;
+    if ((status = tokenize(bm, b, "text_b", a_fits ? out->ids + 2 + na : out->ids,
+                           a_fits ? max - 3 - na : 0, &nb, err)) != 0)
+        goto done;
+    if ((long long)na + nb + 3 > max) {
+        status = perr(err, 413, "text_a and text_b are %lld tokens with [CLS] and two [SEP]; "
+                                "model %s takes at most %d (max_position_embeddings): shorten them",
+                      (long long)na + nb + 3, bm->name, max);
+        goto done;
+    }
+    out->len = na + nb + 3;
+    out->ids[0] = sp.cls;
+    out->ids[na + 1] = sp.sep;
+    out->ids[out->len - 1] = sp.sep;
+    for (int i = 0; i < out->len; i++)
+        out->type_ids[i] = i <= na + 1 ? 0 : 1;
+
+done:
+    json_decref(root);
+    if (status != 0)
+        proto_next_sentence_req_free(out);
+    return status;
+}
+
+void proto_next_sentence_req_free(proto_next_sentence_req *req)
+{
+    free(req->ids);
+    free(req->type_ids);
+    req->ids = req->type_ids = NULL;
+}
+
 /* ---- responses -------------------------------------------------------------- */
 
 /* A JSON string of s; text that is not valid UTF-8 has its bytes >= 0x80 and
@@ -550,8 +941,108 @@ char *proto_format_classify(const char *model, proto_form form, const float *pro
     return s;
 }
 
+/* ---- BERT responses ------------------------------------------------------------- */
+
+/* Scores in answers: finite reals (json_real refuses NaN and infinities). */
+static json_t *score_json(float s) { return json_real(isfinite(s) ? (double)s : 0.0); }
+
+/* The text of ids with ids[pos] = id, as the fill-mask pipeline shows it (see
+ * proto.h); seq is scratch of len ids. */
+static char *filled_sequence(const proto_bert_model *bm, const proto_fill_mask_req *req,
+                             int pos, int32_t id, int32_t *seq)
+{
+    if (req->n_mask == 1) {
+        memcpy(seq, req->ids, (size_t)req->len * sizeof *seq);
+        seq[pos] = id;
+        return wordpiece_decode(bm->wp, seq, req->len, true);
+    }
+    int32_t pad = wordpiece_special_ids(bm->wp).pad;
+    int n = 0;
+    for (int i = 1; i < req->len - 1; i++) { /* without our [CLS] and [SEP] */
+        int32_t t = i == pos ? id : req->ids[i];
+        if (t != pad || pad < 0)
+            seq[n++] = t;
+    }
+    return wordpiece_decode(bm->wp, seq, n, false);
+}
+
+static json_t *fill_mask_answer(const proto_bert_model *bm, const proto_fill_mask_req *req,
+                                int pos, int32_t id, float score, int32_t *seq)
+{
+    char *token_str = wordpiece_decode(bm->wp, &id, 1, false);
+    char *sequence = filled_sequence(bm, req, pos, id, seq);
+    json_t *a = json_object();
+    bool ok = a != NULL && token_str != NULL && sequence != NULL &&
+              set(a, "score", score_json(score)) && set(a, "token", json_integer(id)) &&
+              set(a, "token_str", jstr(token_str)) && set(a, "sequence", jstr(sequence));
+    free(token_str);
+    free(sequence);
+    if (!ok) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+char *proto_format_fill_mask(const proto_bert_model *bm, const proto_fill_mask_req *req,
+                             const int32_t *top_ids, const float *top_scores, proto_error *err)
+{
+    int32_t *seq = malloc((size_t)req->len * sizeof *seq);
+    json_t *root = json_object(), *masks = NULL;
+    bool ok = seq != NULL && root != NULL && set(root, "model", jstr(bm->name));
+    if (ok) {
+        masks = json_array(); /* root owns it once set; appended to below */
+        ok = set(root, "masks", masks);
+    }
+    for (int m = 0; m < req->n_mask && ok; m++) {
+        json_t *list = json_array();
+        ok = list != NULL && json_array_append_new(masks, list) == 0; /* steals list */
+        for (int k = 0; k < req->top_k && ok; k++) {
+            size_t at = (size_t)m * (size_t)req->top_k + (size_t)k;
+            json_t *a = fill_mask_answer(bm, req, req->mask_pos[m], top_ids[at], top_scores[at],
+                                         seq);
+            ok = a != NULL && json_array_append_new(list, a) == 0;
+        }
+    }
+    free(seq);
+    char *s = ok ? dump(root) : (json_decref(root), NULL);
+    if (s == NULL)
+        perr(err, 500, "out of memory formatting the response");
+    return s;
+}
+
+char *proto_format_next_sentence(const char *model, float is_next, proto_error *err)
+{
+    json_t *root = json_object();
+    bool ok = root != NULL && set(root, "model", jstr(model)) &&
+              set(root, "is_next", score_json(is_next)) &&
+              set(root, "not_next", score_json(1.0f - is_next));
+    char *s = ok ? dump(root) : (json_decref(root), NULL);
+    if (s == NULL)
+        perr(err, 500, "out of memory formatting the response");
+    return s;
+}
+
+static json_t *bert_model_json(const proto_model_info *m)
+{
+    json_t *o = json_object();
+    if (o == NULL || !set(o, "name", jstr(m->name)) || !set(o, "kind", jstr(m->kind)) ||
+        !set(o, "ready", json_boolean(m->ready)) ||
+        !set(o, "max_tokens", json_integer(m->max_tokens)) ||
+        !set(o, "vocab_size", json_integer(m->vocab_size)) ||
+        !set(o, "next_sentence", json_boolean(m->next_sentence)) ||
+        !set(o, "max_batch_size", json_integer(m->max_batch_size)) ||
+        !set(o, "max_batch_tokens", json_integer(m->max_batch_tokens))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 static json_t *model_json(const proto_model_info *m)
 {
+    if (m->kind != NULL && strcmp(m->kind, "bert") == 0)
+        return bert_model_json(m);
     json_t *o = json_object(), *in = json_object();
     if (o == NULL || in == NULL || !set(in, "channels", json_integer(m->channels)) ||
         !set(in, "height", json_integer(m->height)) || !set(in, "width", json_integer(m->width)) ||

@@ -40,7 +40,7 @@ static batcher *make(fake_clock *clk, int capacity, int max_batch, uint64_t dela
                      uint64_t timeout)
 {
     batcher_config cfg = {.capacity = capacity,
-                          .max_batch = max_batch,
+                          .max_units = max_batch,
                           .max_delay_us = delay,
                           .timeout_us = timeout,
                           .clock = clk ? fake_now : NULL,
@@ -50,19 +50,53 @@ static batcher *make(fake_clock *clk, int capacity, int max_batch, uint64_t dela
     return b;
 }
 
-/* A job of n images, one float each, valued tag*100 + image index. */
+/* The payload of a test job: n one-float "images" in, one float each out.  The
+ * batcher sees only the pointer and frees it through tpay_free(). */
+typedef struct tpay {
+    float *in;  /* (n) */
+    float *out; /* (n) */
+    int n;
+} tpay;
+
+static atomic_int payloads_freed;
+
+static void tpay_free(void *p)
+{
+    tpay *t = p;
+    free(t->in);
+    free(t->out);
+    free(t);
+    atomic_fetch_add(&payloads_freed, 1);
+}
+
+/* in is taken over. */
+static tpay *tpay_new(float *in, int n)
+{
+    tpay *t = calloc(1, sizeof *t);
+    ck_assert_ptr_nonnull(t);
+    t->in = in;
+    t->out = calloc((size_t)n, sizeof *t->out);
+    t->n = n;
+    return t;
+}
+
+static const float *tin(batcher_job *j) { return ((tpay *)batcher_job_payload(j))->in; }
+static float *tout(batcher_job *j) { return ((tpay *)batcher_job_payload(j))->out; }
+static int tn(batcher_job *j) { return ((tpay *)batcher_job_payload(j))->n; }
+
+/* A job of n images (n units), one float each, valued tag*100 + image index. */
 static batcher_job *job(int n, int tag, record *r)
 {
     float *in = malloc((size_t)n * sizeof *in);
     ck_assert_ptr_nonnull(in);
     for (int i = 0; i < n; i++)
         in[i] = (float)(tag * 100 + i);
-    batcher_job *j = batcher_job_new(in, n, 1, r ? on_done : NULL, r);
+    batcher_job *j = batcher_job_new(tpay_new(in, n), tpay_free, n, r ? on_done : NULL, r);
     ck_assert_ptr_nonnull(j);
     return j;
 }
 
-static int tag_of(batcher_job *j) { return (int)batcher_job_inputs(j)[0] / 100; }
+static int tag_of(batcher_job *j) { return (int)tin(j)[0] / 100; }
 
 START_TEST(size_trigger)
 {
@@ -147,7 +181,7 @@ START_TEST(never_splits_a_job)
     ck_assert_int_eq(batcher_submit(b, c), BATCHER_OK);
     ck_assert_int_eq(batcher_submit(b, big), BATCHER_OK);
     ck_assert_int_eq(batcher_submit(b, d), BATCHER_OK);
-    ck_assert_int_eq(batcher_queued_images(b), 17);
+    ck_assert_int_eq(batcher_queued_units(b), 17);
     /* 3 + 3 > 4: the second job waits for the next batch, whole. */
     ck_assert_int_eq(batcher_try_take(b, jobs, 8, NULL), 1);
     ck_assert_ptr_eq(jobs[0], a);
@@ -210,6 +244,53 @@ START_TEST(take_respects_cap)
     for (int i = 0; i < 5; i++)
         batcher_job_release(mine[i]);
     batcher_free(b); /* the three left fail, without callbacks to run */
+}
+END_TEST
+
+/* BERT's limits: units are tokens (max_units per forward pass) and max_jobs caps the
+ * sequences; either filling up makes a batch due without waiting for the delay. */
+START_TEST(token_and_sequence_limits)
+{
+    fake_clock clk = {0};
+    batcher_config cfg = {.capacity = 64, .max_units = 100, .max_jobs = 3,
+                          .max_delay_us = 500, .timeout_us = 1000000,
+                          .clock = fake_now, .clock_ctx = &clk};
+    batcher *b;
+    ck_assert_int_eq(batcher_create(&cfg, &b), BATCHER_OK);
+    batcher_job *mine[6], *jobs[8];
+    uint64_t wait;
+    /* Two short sequences: neither limit reached, so the delay applies. */
+    for (int i = 0; i < 2; i++) {
+        mine[i] = job(10, i, NULL);
+        ck_assert_int_eq(batcher_submit(b, mine[i]), BATCHER_OK);
+    }
+    ck_assert_int_eq(batcher_try_take(b, jobs, 8, &wait), 0);
+    ck_assert_uint_eq(wait, 500);
+    /* A third fills max_jobs: due now, and only three are taken though 8 fit. */
+    mine[2] = job(10, 2, NULL);
+    mine[3] = job(10, 3, NULL);
+    ck_assert_int_eq(batcher_submit(b, mine[2]), BATCHER_OK);
+    ck_assert_int_eq(batcher_submit(b, mine[3]), BATCHER_OK);
+    ck_assert_int_eq(batcher_try_take(b, jobs, 8, NULL), 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(tag_of(jobs[i]), i);
+        batcher_finish(jobs[i], true, NULL);
+    }
+    /* Tokens: 10 + 60 + 60 > 100, so the third long one waits for the next batch. */
+    mine[4] = job(60, 4, NULL);
+    mine[5] = job(60, 5, NULL);
+    ck_assert_int_eq(batcher_submit(b, mine[4]), BATCHER_OK);
+    ck_assert_int_eq(batcher_submit(b, mine[5]), BATCHER_OK);
+    ck_assert_int_eq(batcher_queued_units(b), 130);
+    ck_assert_int_eq(batcher_try_take(b, jobs, 8, NULL), 2);
+    ck_assert_int_eq(tag_of(jobs[0]), 3);
+    ck_assert_int_eq(tag_of(jobs[1]), 4);
+    batcher_finish(jobs[0], true, NULL);
+    batcher_finish(jobs[1], true, NULL);
+    ck_assert_int_eq(batcher_queued_units(b), 60);
+    for (int i = 0; i < 6; i++)
+        batcher_job_release(mine[i]);
+    batcher_free(b);
 }
 END_TEST
 
@@ -284,7 +365,7 @@ START_TEST(cancel_while_queued)
     ck_assert_int_eq(batcher_cancel(a), BATCHER_JOB_QUEUED);
     ck_assert_int_eq(batcher_job_state_get(a), BATCHER_JOB_CANCELLED);
     ck_assert_int_eq(batcher_queued_jobs(b), 1);
-    ck_assert_int_eq(batcher_queued_images(b), 1);
+    ck_assert_int_eq(batcher_queued_units(b), 1);
     batcher_job_release(a); /* last reference: freed here */
     batcher_job *jobs[8];
     ck_assert_int_eq(batcher_try_take(b, jobs, 8, NULL), 1);
@@ -309,7 +390,7 @@ START_TEST(cancel_while_running)
     ck_assert_int_eq(batcher_cancel(a), BATCHER_JOB_RUNNING);
     ck_assert(batcher_job_cancelled(a));
     batcher_job_release(a); /* the submitter is gone; the worker still holds it */
-    batcher_job_outputs(jobs[0])[0] = 1.0f; /* still valid memory for the worker */
+    tout(jobs[0])[0] = 1.0f; /* still valid memory for the worker */
     batcher_finish(jobs[0], true, NULL);    /* result dropped, job freed here */
     ck_assert_int_eq(atomic_load(&ra.calls), 0);
     batcher_free(b);
@@ -366,11 +447,16 @@ END_TEST
 START_TEST(bad_config)
 {
     batcher *b;
-    batcher_config cfg = {.capacity = 0, .max_batch = 4};
+    batcher_config cfg = {.capacity = 0, .max_units = 4};
     ck_assert_int_eq(batcher_create(&cfg, &b), BATCHER_ERR_INVALID);
-    cfg = (batcher_config){.capacity = 4, .max_batch = 0};
+    cfg = (batcher_config){.capacity = 4, .max_units = 0};
     ck_assert_int_eq(batcher_create(&cfg, &b), BATCHER_ERR_INVALID);
-    ck_assert_ptr_null(batcher_job_new(malloc(4), 0, 1, NULL, NULL));
+    cfg = (batcher_config){.capacity = 4, .max_units = 4, .max_jobs = -1};
+    ck_assert_int_eq(batcher_create(&cfg, &b), BATCHER_ERR_INVALID);
+    /* A refused job still frees the payload it was given. */
+    int freed = atomic_load(&payloads_freed);
+    ck_assert_ptr_null(batcher_job_new(tpay_new(malloc(4), 1), tpay_free, 0, NULL, NULL));
+    ck_assert_int_eq(atomic_load(&payloads_freed), freed + 1);
     ck_assert_str_eq(batcher_status_str(BATCHER_FULL), "queue full");
     ck_assert_str_eq(batcher_job_state_str(BATCHER_JOB_EXPIRED), "expired");
 }
@@ -446,9 +532,9 @@ static void *stress_worker(void *arg)
     int n;
     while ((n = batcher_take(s->b, jobs, 8)) > 0) {
         for (int i = 0; i < n; i++) {
-            const float *in = batcher_job_inputs(jobs[i]);
-            float *out = batcher_job_outputs(jobs[i]);
-            for (int k = 0; k < batcher_job_n(jobs[i]); k++)
+            const float *in = tin(jobs[i]);
+            float *out = tout(jobs[i]);
+            for (int k = 0; k < tn(jobs[i]); k++)
                 out[k] = in[k] + 1.0f;
             batcher_finish(jobs[i], true, NULL);
         }
@@ -469,7 +555,7 @@ static void *stress_producer(void *arg)
         waiter w = {.done = false};
         pthread_mutex_init(&w.mu, NULL);
         pthread_cond_init(&w.cv, NULL);
-        batcher_job *j = batcher_job_new(in, n, 1, wake_waiter, &w);
+        batcher_job *j = batcher_job_new(tpay_new(in, n), tpay_free, n, wake_waiter, &w);
         batcher_status st = batcher_submit(s->b, j);
         if (st == BATCHER_FULL) {
             atomic_fetch_add(&s->full, 1);
@@ -485,7 +571,7 @@ static void *stress_producer(void *arg)
                 pthread_cond_wait(&w.cv, &w.mu);
             pthread_mutex_unlock(&w.mu);
             if (batcher_job_state_get(j) != BATCHER_JOB_DONE ||
-                batcher_job_outputs(j)[0] != first + 1.0f)
+                tout(j)[0] != first + 1.0f)
                 atomic_fetch_add(&s->bad, 1);
             atomic_fetch_add(&s->done, 1);
         }
@@ -568,6 +654,7 @@ static Suite *batcher_suite(void)
     tcase_add_test(policy, never_splits_a_job);
     tcase_add_test(policy, fifo_order);
     tcase_add_test(policy, take_respects_cap);
+    tcase_add_test(policy, token_and_sequence_limits);
     tcase_add_test(policy, close_drains_then_stops);
     suite_add_tcase(s, policy);
 

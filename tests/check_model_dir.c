@@ -62,7 +62,8 @@ static tdir dir_new(void)
 
 static void dir_remove(const tdir *d)
 {
-    static const char *names[] = {"config.json", "labels.txt", "model.safetensors"};
+    static const char *names[] = {"config.json", "labels.txt", "model.safetensors",
+                                  "vocab.txt", "tokenizer_config.json"};
     char p[512];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", d->path, names[i]);
@@ -706,6 +707,194 @@ START_TEST(config_too_large)
 }
 END_TEST
 
+/* ---- BERT directories (Hugging Face layout) ------------------------------------------ */
+
+/* config.json as save_pretrained writes it for a small BertForPreTraining, with the
+ * keys modeld has no use for (they must be ignored, not refused). */
+#define BERT_CFG(extra) "{'architectures': ['BertForPreTraining'], " \
+    "'attention_probs_dropout_prob': 0.1, 'classifier_dropout': null, 'hidden_act': 'gelu', " \
+    "'hidden_dropout_prob': 0.1, 'hidden_size': 64, 'initializer_range': 0.02, " \
+    "'intermediate_size': 128, 'layer_norm_eps': 1e-12, 'max_position_embeddings': 64, " \
+    "'model_type': 'bert', 'num_attention_heads': 4, 'num_hidden_layers': 2, " \
+    "'pad_token_id': 0, 'position_embedding_type': 'absolute', 'torch_dtype': 'float32', " \
+    "'transformers_version': '4.30.2', 'type_vocab_size': 2, 'use_cache': true, " \
+    "'vocab_size': 300" extra "}"
+
+/* A BERT directory: config (' for "), vocab.txt unless !vocab, tokenizer_config.json
+ * when tok is non-NULL (' for "); reads it and returns the status. */
+static engine_status read_bert_dir(const char *config, const char *tok, bool vocab,
+                                   model_dir *md, engine_err *err)
+{
+    tdir d = dir_new();
+    put_config(&d, config);
+    if (vocab)
+        put_file(&d, "vocab.txt", "[PAD]\n[UNK]\n", 12);
+    if (tok) {
+        char *t = strdup(tok);
+        ck_assert_ptr_nonnull(t);
+        for (char *c = t; *c; c++)
+            if (*c == '\'')
+                *c = '"';
+        put_file(&d, "tokenizer_config.json", t, strlen(t));
+        free(t);
+    }
+    engine_status st = model_dir_read(d.path, md, err);
+    dir_remove(&d);
+    return st;
+}
+
+static void expect_bert_error(const char *config, const char *tok, bool vocab,
+                              engine_status want, const char *needle)
+{
+    model_dir md;
+    engine_err err = {{0}};
+    engine_status st = read_bert_dir(config, tok, vocab, &md, &err);
+    ck_assert_msg(st == want, "status %d, wanted %d: %s", st, want, err.msg);
+    ck_assert_msg(strstr(err.msg, needle), "message \"%s\" lacks \"%s\"", err.msg, needle);
+    model_dir_free(&md);
+}
+
+START_TEST(bert_dir)
+{
+    model_dir md;
+    engine_err err = {{0}};
+    ck_assert_msg(read_bert_dir(BERT_CFG(", 'tie_word_embeddings': false"),
+                                "{'do_lower_case': false, 'model_max_length': 512, "
+                                "'tokenizer_class': 'BertTokenizer', 'strip_accents': null}",
+                                true, &md, &err) == ENGINE_OK, "%s", err.msg);
+    ck_assert_int_eq(md.kind, MODEL_KIND_BERT);
+    ck_assert_str_eq(model_kind_name(md.kind), "bert");
+    ck_assert_int_eq(md.bert.vocab_size, 300);
+    ck_assert_int_eq(md.bert.hidden_size, 64);
+    ck_assert_int_eq(md.bert.num_hidden_layers, 2);
+    ck_assert_int_eq(md.bert.num_attention_heads, 4);
+    ck_assert_int_eq(md.bert.intermediate_size, 128);
+    ck_assert_int_eq(md.bert.max_position_embeddings, 64);
+    ck_assert_int_eq(md.bert.type_vocab_size, 2);
+    ck_assert_float_eq(md.bert.layer_norm_eps, 1e-12f);
+    ck_assert(!md.bert.hidden_act_relu);
+    ck_assert(!md.do_lower_case);
+    ck_assert_int_eq(md.n_labels, 0);
+    ck_assert_ptr_null(md.labels);
+    const char *tail = "/vocab.txt", *wtail = "/model.safetensors";
+    ck_assert_str_eq(md.vocab_path + strlen(md.vocab_path) - strlen(tail), tail);
+    ck_assert_str_eq(md.weights_path + strlen(md.weights_path) - strlen(wtail), wtail);
+    model_dir_free(&md);
+
+    /* nothing but model_type: BertConfig's defaults; no tokenizer_config.json: lower case */
+    ck_assert_msg(read_bert_dir("{'model_type': 'bert'}", NULL, true, &md, &err) == ENGINE_OK,
+                  "%s", err.msg);
+    ck_assert_int_eq(md.bert.vocab_size, 30522);
+    ck_assert_int_eq(md.bert.hidden_size, 768);
+    ck_assert_int_eq(md.bert.num_hidden_layers, 12);
+    ck_assert_int_eq(md.bert.num_attention_heads, 12);
+    ck_assert_int_eq(md.bert.intermediate_size, 3072);
+    ck_assert_int_eq(md.bert.max_position_embeddings, 512);
+    ck_assert_int_eq(md.bert.type_vocab_size, 2);
+    ck_assert_float_eq(md.bert.layer_norm_eps, 1e-12f);
+    ck_assert(!md.bert.hidden_act_relu);
+    ck_assert(md.do_lower_case);
+    model_dir_free(&md);
+
+    /* relu, BertForMaskedLM, a tokenizer config without do_lower_case */
+    ck_assert_msg(read_bert_dir("{'model_type': 'bert', 'hidden_act': 'relu', "
+                                "'architectures': ['BertForMaskedLM'], 'layer_norm_eps': 1e-5}",
+                                "{'model_max_length': 128, 'tokenize_chinese_chars': true, "
+                                "'strip_accents': true}", true, &md, &err) == ENGINE_OK,
+                  "%s", err.msg);
+    ck_assert(md.bert.hidden_act_relu);
+    ck_assert_float_eq(md.bert.layer_norm_eps, 1e-5f);
+    ck_assert(md.do_lower_case);
+    model_dir_free(&md);
+}
+END_TEST
+
+START_TEST(bert_config_errors)
+{
+    const engine_status F = ENGINE_ERR_FORMAT;
+    const char *tok = "{'do_lower_case': true}";
+    expect_bert_error("{'model_type': 'roberta'}", tok, true, F,
+                      "config.json: model_type: unknown model_type \"roberta\"");
+    expect_bert_error("{'model_type': 7}", tok, true, F, "model_type: must be a string");
+    expect_bert_error(BERT_CFG(", 'architectures': ['BertModel']"), tok, true, F, "duplicate");
+    expect_bert_error("{'model_type': 'bert', 'architectures': ['BertModel']}", tok, true, F,
+                      "architectures: names neither BertForMaskedLM nor BertForPreTraining");
+    expect_bert_error("{'model_type': 'bert', 'architectures': 'BertForMaskedLM'}", tok, true,
+                      F, "architectures: must be an array");
+    expect_bert_error("{'model_type': 'bert', 'architectures': [3]}", tok, true, F,
+                      "architectures[0]: must be a string");
+    expect_bert_error("{'model_type': 'bert', 'hidden_act': 'gelu_new'}", tok, true, F,
+                      "hidden_act: \"gelu_new\" is not supported");
+    expect_bert_error("{'model_type': 'bert', 'hidden_act': 'silu'}", tok, true, F,
+                      "hidden_act: \"silu\" is not supported");
+    expect_bert_error("{'model_type': 'bert', 'hidden_act': 1}", tok, true, F,
+                      "hidden_act: must be a string");
+    expect_bert_error("{'model_type': 'bert', 'hidden_size': 100}", tok, true, F,
+                      "num_attention_heads: hidden_size (100) must be a multiple of "
+                      "num_attention_heads (12)");
+    expect_bert_error("{'model_type': 'bert', 'vocab_size': 0}", tok, true, F,
+                      "vocab_size: 0 is out of range");
+    expect_bert_error("{'model_type': 'bert', 'num_hidden_layers': 0}", tok, true, F,
+                      "num_hidden_layers: 0 is out of range");
+    expect_bert_error("{'model_type': 'bert', 'num_hidden_layers': 100000}", tok, true, F,
+                      "num_hidden_layers: 100000 is out of range");
+    expect_bert_error("{'model_type': 'bert', 'intermediate_size': 2.5}", tok, true, F,
+                      "intermediate_size: must be an integer");
+    expect_bert_error("{'model_type': 'bert', 'max_position_embeddings': -1}", tok, true, F,
+                      "max_position_embeddings: -1 is out of range");
+    expect_bert_error("{'model_type': 'bert', 'type_vocab_size': 0}", tok, true, F,
+                      "type_vocab_size: 0 is out of range");
+    expect_bert_error("{'model_type': 'bert', 'layer_norm_eps': 0}", tok, true, F,
+                      "layer_norm_eps: must be positive");
+    expect_bert_error("{'model_type': 'bert', 'layer_norm_eps': 'small'}", tok, true, F,
+                      "layer_norm_eps: must be a finite number");
+    expect_bert_error("{'model_type': 'bert', 'position_embedding_type': 'relative_key'}", tok,
+                      true, F, "position_embedding_type: \"relative_key\" is not supported");
+    expect_bert_error("{'model_type': 'bert', 'is_decoder': true}", tok, true, F,
+                      "is_decoder: a causal (decoder) BERT is not supported");
+    /* neither kind nor model_type: the CNN message, pointing at both */
+    expect_bert_error("{'num_classes': 2}", tok, true, F,
+                      "missing \"kind\" (a string), or \"model_type\"");
+}
+END_TEST
+
+START_TEST(bert_tokenizer_files)
+{
+    const engine_status F = ENGINE_ERR_FORMAT;
+    const char *cfg = "{'model_type': 'bert'}";
+    expect_bert_error(cfg, NULL, false, ENGINE_ERR_IO, "/vocab.txt: ");
+    expect_bert_error(cfg, "{'do_lower_case': true", true, F,
+                      "tokenizer_config.json: line 1");
+    expect_bert_error(cfg, "[true]", true, F, "tokenizer_config.json: must be a JSON object");
+    expect_bert_error(cfg, "{'do_lower_case': 'yes'}", true, F,
+                      "tokenizer_config.json: do_lower_case: must be true or false");
+    expect_bert_error(cfg, "{'do_lower_case': true, 'strip_accents': false}", true, F,
+                      "strip_accents: must be null or equal to do_lower_case (true)");
+    expect_bert_error(cfg, "{'do_lower_case': false, 'strip_accents': true}", true, F,
+                      "strip_accents: must be null or equal to do_lower_case (false)");
+    expect_bert_error(cfg, "{'tokenize_chinese_chars': false}", true, F,
+                      "tokenize_chinese_chars: must be true");
+
+    /* vocab.txt a directory; model.safetensors missing */
+    tdir d = dir_new();
+    put_config(&d, cfg);
+    char p[512];
+    snprintf(p, sizeof p, "%s/vocab.txt", d.path);
+    ck_assert_int_eq(mkdir(p, 0700), 0);
+    model_dir md;
+    engine_err err = {{0}};
+    ck_assert_int_eq(model_dir_read(d.path, &md, &err), ENGINE_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "vocab.txt: not a regular file"), "%s", err.msg);
+    ck_assert_int_eq(rmdir(p), 0);
+    put_file(&d, "vocab.txt", "[UNK]\n", 6);
+    snprintf(p, sizeof p, "%s/model.safetensors", d.path);
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_int_eq(model_dir_read(d.path, &md, &err), ENGINE_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "/model.safetensors: "), "%s", err.msg);
+    dir_remove(&d);
+}
+END_TEST
+
 static Suite *model_dir_suite(void)
 {
     Suite *s = suite_create("model_dir");
@@ -728,6 +917,12 @@ static Suite *model_dir_suite(void)
     tcase_add_test(tc, labels);
     tcase_add_test(tc, missing_files);
     tcase_add_test(tc, config_too_large);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("bert");
+    tcase_add_test(tc, bert_dir);
+    tcase_add_test(tc, bert_config_errors);
+    tcase_add_test(tc, bert_tokenizer_files);
     suite_add_tcase(s, tc);
     return s;
 }

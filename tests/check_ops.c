@@ -261,7 +261,9 @@ static void run_conv_case(rng *r, const conv_case *c, act_kind act, bool with_bi
     float *x = rand_buf(r, nx), *w = rand_buf(r, nw);
     float *bias = with_bias ? rand_buf(r, (size_t)p.out_c) : NULL;
     float *y = rand_buf(r, ny); /* garbage in y: the kernel must overwrite all of it */
-    size_t ns = conv2d_scratch_floats(&p);
+    /* the tight bound for this batch, allocated exactly: ASan sees any overrun */
+    size_t ns = conv2d_scratch_floats_batch(&p, c->n);
+    ck_assert_uint_le(ns, conv2d_scratch_floats(&p));
     float *scratch = ns ? rand_buf(r, ns) : NULL;
     double *want = malloc(sizeof(double) * ny), *scale = malloc(sizeof(double) * ny);
     ref_conv(&p, c->n, x, w, bias, want, scale);
@@ -374,17 +376,82 @@ START_TEST(test_conv_random)
 }
 END_TEST
 
+/* Small planes with n > 1 go through the batched path: several images' col
+ * matrices side by side in one GEMM, then stored back per image.  Batches of 1, 2, 5
+ * and 64 images (64 spans more than one GEMM block for every shape here, and 5 ends
+ * on a short block for the last), odd sizes, strides, groups, 1x1 (plane copy) and
+ * 1x1 strided (im2col). */
+START_TEST(test_conv_batched)
+{
+    static const conv_case shapes[] = {
+        /* n  ic  h   w  oc kh kw sh sw ph pw dh dw g */
+        {0, 8, 9, 7, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* 3x3 same, odd plane */
+        {0, 8, 7, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2},     /* stride 2, groups 2 */
+        {0, 10, 11, 5, 9, 3, 2, 1, 2, 1, 0, 2, 1, 1},   /* dilated, anisotropic */
+        {0, 16, 5, 7, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1},    /* 1x1: input planes copied */
+        {0, 16, 5, 7, 8, 1, 1, 1, 1, 0, 0, 1, 1, 2},    /* 1x1, groups 2 */
+        {0, 12, 9, 9, 10, 1, 1, 2, 2, 0, 0, 1, 1, 1},   /* 1x1 stride 2: im2col */
+        {0, 64, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* K = 576, ResNet layer4-like */
+        {0, 64, 20, 20, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* block capped by bytes: 4 images */
+    };
+    static const int batches[] = {1, 2, 5, 64};
+    rng r = {9};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            conv_case c = shapes[s];
+            c.n = batches[b];
+            if (c.n == 64 && c.in_c * c.in_h * c.in_w > 4000)
+                c.n = 9; /* keep the double reference quick */
+            run_conv_case(&r, &c, all_acts[(s + b) % N_ACTS], (s + b) % 3 != 0);
+            run_conv_case(&r, &c, (s + b) % 2 ? ACT_RELU : ACT_NONE, true);
+        }
+}
+END_TEST
+
+/* Tiny K (in_c/g * kh * kw <= 32, a first layer on 1-3 channels) runs the direct
+ * register-blocked loop: output channels in tiles of 8 (so 5, 13 and 32 channels
+ * cover a short tile, two tiles and an exact fit), rows narrower than 8, exactly 8
+ * and wide, strides 1 and 2, padding, dilation, groups. */
+START_TEST(test_conv_direct)
+{
+    static const conv_case shapes[] = {
+        /* n  ic  h   w  oc kh kw sh sw ph pw dh dw g */
+        {3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* the Fashion CNN's conv1 */
+        {2, 1, 9, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* rows narrower than 8 */
+        {2, 1, 8, 8, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* rows of exactly 8 */
+        {1, 3, 17, 23, 13, 3, 3, 2, 2, 1, 1, 1, 1, 1},  /* stride 2, K = 27 */
+        {1, 3, 15, 40, 8, 3, 3, 2, 2, 0, 0, 1, 1, 1},   /* stride 2 unpadded, wide */
+        {2, 1, 20, 19, 7, 5, 5, 1, 1, 2, 2, 1, 1, 1},   /* 5x5, K = 25 */
+        {1, 2, 16, 18, 9, 3, 3, 1, 1, 2, 2, 2, 2, 1},   /* dilation 2 */
+        {1, 1, 12, 30, 6, 3, 3, 2, 1, 0, 1, 1, 1, 1},   /* mixed stride */
+        {2, 4, 11, 13, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2},  /* groups 2, K = 18 */
+        {1, 2, 6, 6, 4, 1, 5, 1, 2, 0, 2, 1, 1, 1},     /* 1x5 */
+        {1, 1, 3, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1},     /* 1x1 output */
+    };
+    rng r = {10};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t k = 0; k < N_ACTS; k++)
+            run_conv_case(&r, &shapes[s], all_acts[k], (s + k) % 3 != 0);
+}
+END_TEST
+
 START_TEST(test_conv_scratch)
 {
     conv_case pw = {1, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1, 1};
     conv_case dw = {1, 8, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8};
     conv_case gen = {1, 8, 6, 6, 16, 3, 3, 2, 2, 1, 1, 1, 1, 2};
     conv2d_params p = conv_params(&pw);
-    ck_assert_uint_eq(conv2d_scratch_floats(&p), 0);
+    /* 1x1 at batch 1 reads the input in place; batched, it needs a block */
+    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 1), 0);
+    ck_assert_uint_gt(conv2d_scratch_floats_batch(&p, 2), 0);
     p = conv_params(&dw);
     ck_assert_uint_eq(conv2d_scratch_floats(&p), 0);
     p = conv_params(&gen); /* one image-group: 4 channels x 9 taps x 3x3 outputs */
-    ck_assert_uint_eq(conv2d_scratch_floats(&p), 4 * 9 * 3 * 3);
+    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 1), 4 * 9 * 3 * 3);
+    /* batched: (K + out_c/g) x imgs*HW, growing with the batch up to a cap */
+    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 3), 3 * 9 * (4 * 9 + 8));
+    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 100000), conv2d_scratch_floats(&p));
+    ck_assert(conv2d_scratch_floats(&p) <= (8u << 20) / sizeof(float));
     /* a large layer gets a block of whole output rows, not the whole col matrix */
     conv_case big = {1, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1};
     p = conv_params(&big);
@@ -616,6 +683,51 @@ START_TEST(test_pool_random)
 }
 END_TEST
 
+/* Max pooling on planes wide enough for its vector paths: interior groups of 8 at
+ * stride 1 and 2, rows narrower than 8 (one group reading on into the next row),
+ * the last rows of the buffer (where that read would leave it: scalar), padding and
+ * ceil_mode borders; with NaNs sprinkled in, which must win every window they are
+ * in, as in PyTorch. */
+START_TEST(test_maxpool_wide)
+{
+    rng r = {11};
+    for (int t = 0; t < 300; t++) {
+        const int k = rng_int(&r, 1, 4), s = rng_int(&r, 1, 3), pad = rng_int(&r, 0, k / 2);
+        const int n = rng_int(&r, 1, 3), c = rng_int(&r, 1, 3);
+        const int h = rng_int(&r, k, 20), w = rng_int(&r, k, t % 3 ? 45 : 16);
+        pool2d_params p = pool_params(c, h, w, k, s, pad, t % 2, 0);
+        const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * c * p.out_h * p.out_w;
+        float *x = rand_buf(&r, nx), *y = malloc(sizeof(float) * ny);
+        const bool with_nan = t % 4 == 3;
+        if (with_nan)
+            for (size_t i = 0; i < nx; i++)
+                if (rng_int(&r, 0, 60) == 0)
+                    x[i] = NAN;
+        double *want = malloc(sizeof(double) * ny);
+        ref_pool(&p, n, x, true, want);
+        maxpool2d_forward(&p, n, x, y);
+        for (int pl = 0; pl < n * c; pl++)
+            for (int oy = 0; oy < p.out_h; oy++)
+                for (int ox = 0; ox < p.out_w; ox++) {
+                    bool nan = false;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * s - pad + ky, ix = ox * s - pad + kx;
+                            if (iy >= 0 && ix >= 0 && iy < h && ix < w &&
+                                isnan(x[((size_t)pl * h + iy) * w + ix]))
+                                nan = true;
+                        }
+                    const size_t o = ((size_t)pl * p.out_h + oy) * p.out_w + ox;
+                    ck_assert_msg(nan ? isnan(y[o]) : y[o] == (float)want[o],
+                                  "max pool n%d c%d %dx%d k%d s%d p%d ceil %d: y[%zu]=%g want %s%g",
+                                  n, c, h, w, k, s, pad, t % 2, o, y[o], nan ? "NaN, not " : "",
+                                  want[o]);
+                }
+        free(x), free(y), free(want);
+    }
+}
+END_TEST
+
 START_TEST(test_maxpool_nan)
 {
     float x[4] = {1.0f, NAN, 3.0f, 2.0f}, y[1];
@@ -737,6 +849,8 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_conv_out_size);
     tcase_add_test(tc, test_conv_cases);
     tcase_add_test(tc, test_conv_random);
+    tcase_add_test(tc, test_conv_batched);
+    tcase_add_test(tc, test_conv_direct);
     tcase_add_test(tc, test_conv_scratch);
     suite_add_tcase(s, tc);
 
@@ -754,6 +868,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_pool_pytorch_values);
     tcase_add_test(tc, test_pool_random);
     tcase_add_test(tc, test_maxpool_nan);
+    tcase_add_test(tc, test_maxpool_wide);
     tcase_add_test(tc, test_adaptive_avgpool);
     suite_add_tcase(s, tc);
 

@@ -1,5 +1,6 @@
-/* check_proto.c — every way a classify body can be wrong, base64 edge cases, and
- * the shape of every response body.
+/* check_proto.c — every way a classify, fill-mask or next-sentence body can be
+ * wrong, base64 edge cases, and the shape of every response body.  The BERT cases
+ * use a 26-token vocabulary written at setup, so token ids are known by name.
  *
  * The PNGs below were made with Python's zlib and struct (no image library):
  * G28 is 28x28 gray with pixel (x, y) = (9x + y) mod 256, G5 is 5x5 gray, RGB is
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto/proto.h"
 
@@ -561,8 +563,10 @@ END_TEST
 START_TEST(format_models)
 {
     proto_model_info m[2] = {
-        {"fashion", "cnn", true, "layers", 1, 28, 28, 10, 16},
-        {"r18", "cnn", false, "resnet18", 3, 224, 224, 1000, 8},
+        {.name = "fashion", .kind = "cnn", .ready = true, .architecture = "layers",
+         .channels = 1, .height = 28, .width = 28, .classes = 10, .max_batch_size = 16},
+        {.name = "r18", .kind = "cnn", .ready = false, .architecture = "resnet18",
+         .channels = 3, .height = 224, .width = 224, .classes = 1000, .max_batch_size = 8},
     };
     char *s = proto_format_models(m, 1);
     ck_assert_str_eq(s, "{\"models\":[{\"name\":\"fashion\",\"kind\":\"cnn\",\"ready\":true,"
@@ -606,6 +610,381 @@ START_TEST(format_errors_and_status)
 }
 END_TEST
 
+/* ---- BERT: fill-mask and next-sentence ------------------------------------------ */
+
+/* A small vocabulary with BERT's special tokens at their usual ids 0..4 (then in the
+ * order listed), enough for the texts below. */
+static const char *const VOCAB[] = {
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "man", "went", "to", "store",
+    "buy", "some", "milk", ".", ",", "##s", "a", "dog", "it", "rained", "un", "##aff",
+    "##able", "caf\xc3\xa9", "is", "#",
+};
+enum { V_PAD, V_UNK, V_CLS, V_SEP, V_MASK, V_THE, V_MAN, V_WENT, V_TO, V_STORE, V_BUY,
+       V_SOME, V_MILK, V_DOT, V_COMMA, V_S, V_A, V_DOG, V_IT, V_RAINED, V_UN, V_AFF,
+       V_ABLE, V_CAFE, V_IS, V_HASH, V_COUNT };
+
+static wordpiece *wp;
+static proto_bert_model BM;
+static char vocab_path[64];
+
+static void bert_setup(void)
+{
+    snprintf(vocab_path, sizeof vocab_path, "/tmp/check_proto_vocab_XXXXXX");
+    int fd = mkstemp(vocab_path);
+    ck_assert_int_ge(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    for (size_t i = 0; i < sizeof VOCAB / sizeof VOCAB[0]; i++)
+        fprintf(f, "%s\n", VOCAB[i]);
+    fclose(f);
+    engine_err e;
+    ck_assert_msg(wordpiece_load(vocab_path, true, &wp, &e) == ENGINE_OK, "%s", e.msg);
+    ck_assert_int_eq(wordpiece_vocab_size(wp), V_COUNT);
+    BM = (proto_bert_model){.name = "bert", .wp = wp, .max_tokens = 16, .candidates = V_COUNT};
+}
+
+static void bert_teardown(void)
+{
+    wordpiece_free(wp);
+    unlink(vocab_path);
+}
+
+static int parse_fm(const char *body, const proto_bert_model *bm, proto_fill_mask_req *req,
+                    proto_error *err)
+{
+    memset(err, 0, sizeof *err);
+    int st = proto_parse_fill_mask(body, strlen(body), bm, req, err);
+    if (st != 0) {
+        ck_assert_int_eq(st, err->status);
+        ck_assert_ptr_null(req->ids);
+        ck_assert_ptr_null(req->mask_pos);
+        ck_assert_ptr_null(req->targets);
+        ck_assert_msg(err->msg[0] != '\0', "no message for status %d", st);
+    }
+    return st;
+}
+
+static void refuse_fm_bm(const char *body, const proto_bert_model *bm, int status,
+                         const char *expect)
+{
+    proto_fill_mask_req req;
+    proto_error err;
+    int st = parse_fm(body, bm, &req, &err);
+    ck_assert_msg(st == status, "%.200s: status %d, expected %d (%s)", body, st, status, err.msg);
+    ck_assert_contains(err.msg, expect);
+}
+
+static void refuse_fm(const char *body, int status, const char *expect)
+{
+    refuse_fm_bm(body, &BM, status, expect);
+}
+
+static proto_fill_mask_req accept_fm(const char *body)
+{
+    proto_fill_mask_req req;
+    proto_error err;
+    int st = parse_fm(body, &BM, &req, &err);
+    ck_assert_msg(st == 0, "%.200s: refused with %d: %s", body, st, err.msg);
+    return req;
+}
+
+static void assert_ids(const int32_t *got, int n, const int32_t *want, int n_want)
+{
+    ck_assert_int_eq(n, n_want);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(got[i] == want[i], "id %d: %d, expected %d", i, (int)got[i], (int)want[i]);
+}
+
+START_TEST(fill_mask_text)
+{
+    proto_fill_mask_req r = accept_fm("{\"text\":\"The man went to the [MASK].\",\"top_k\":3}");
+    const int32_t want[] = {V_CLS, V_THE, V_MAN, V_WENT, V_TO, V_THE, V_MASK, V_DOT, V_SEP};
+    assert_ids(r.ids, r.len, want, 9);
+    ck_assert_int_eq(r.form, PROTO_BERT_TEXT);
+    ck_assert_int_eq(r.n_mask, 1);
+    ck_assert_int_eq(r.mask_pos[0], 6);
+    ck_assert_int_eq(r.top_k, 3);
+    ck_assert_ptr_null(r.targets);
+    proto_fill_mask_req_free(&r);
+    /* Default top_k, several masks in order, [MASK] next to punctuation. */
+    r = accept_fm("{\"text\":\"[MASK] went to the [MASK],[MASK]\"}");
+    ck_assert_int_eq(r.top_k, PROTO_DEFAULT_TOP_K);
+    ck_assert_int_eq(r.n_mask, 3);
+    ck_assert_int_eq(r.mask_pos[0], 1);
+    ck_assert_int_eq(r.mask_pos[1], 5);
+    ck_assert_int_eq(r.mask_pos[2], 7);
+    proto_fill_mask_req_free(&r);
+    /* top_k is capped at the tokens there are to rank. */
+    r = accept_fm("{\"text\":\"a [MASK]\",\"top_k\":100}");
+    ck_assert_int_eq(r.top_k, V_COUNT);
+    proto_fill_mask_req_free(&r);
+}
+END_TEST
+
+/* Hugging Face's Inference API shape: inputs + parameters (+ options, ignored). */
+START_TEST(fill_mask_inputs_form)
+{
+    proto_fill_mask_req r = accept_fm(
+        "{\"inputs\":\"a [MASK] went to the store\",\"parameters\":{\"top_k\":4,"
+        "\"targets\":[\"dog\",\"man\",\"dog\"]},\"options\":{\"wait_for_model\":true}}");
+    ck_assert_int_eq(r.form, PROTO_BERT_INPUTS);
+    ck_assert_int_eq(r.n_mask, 1);
+    ck_assert_int_eq(r.mask_pos[0], 2);
+    /* Duplicates collapse; top_k is capped at the targets. */
+    const int32_t want[] = {V_DOG, V_MAN};
+    assert_ids(r.targets, r.n_targets, want, 2);
+    ck_assert_int_eq(r.top_k, 2);
+    proto_fill_mask_req_free(&r);
+    /* top_k and targets may also sit at the top level with inputs. */
+    r = accept_fm("{\"inputs\":\"[MASK]\",\"top_k\":1,\"targets\":\"milk\"}");
+    ck_assert_int_eq(r.top_k, 1);
+    ck_assert_int_eq(r.n_targets, 1);
+    ck_assert_int_eq(r.targets[0], V_MILK);
+    proto_fill_mask_req_free(&r);
+}
+END_TEST
+
+START_TEST(fill_mask_targets)
+{
+    /* Not a token itself: its tokenization's first piece ("Stores" -> store ##s);
+     * exact tokens win even when they would not come out of the tokenizer ("##s",
+     * and "caf\xc3\xa9", which lower-casing would strip to "cafe"); [UNK] pieces are
+     * passed over ("xyz" is [UNK], then "dog"). */
+    proto_fill_mask_req r =
+        accept_fm("{\"text\":\"[MASK]\",\"targets\":[\"Stores\",\"##s\",\"xyz dog\",\"caf\xc3\xa9\"]}");
+    const int32_t want[] = {V_STORE, V_S, V_DOG, V_CAFE};
+    assert_ids(r.targets, r.n_targets, want, 4);
+    proto_fill_mask_req_free(&r);
+    refuse_fm("{\"text\":\"[MASK]\",\"targets\":[\"xyz\"]}", 422, "targets[0] \"xyz\" has no token");
+    refuse_fm("{\"text\":\"[MASK]\",\"targets\":[\"dog\",\"Caf\xc3\xa9\"]}", 422,
+              "targets[1] \"Caf\xc3\xa9\" has no token in model bert's vocabulary");
+    refuse_fm("{\"text\":\"[MASK]\",\"targets\":[]}", 400, "targets is empty");
+    refuse_fm("{\"text\":\"[MASK]\",\"targets\":[\"\"]}", 400, "targets[0] is empty");
+    refuse_fm("{\"text\":\"[MASK]\",\"targets\":[\"dog\",3]}", 400,
+              "targets[1] must be a string");
+    refuse_fm("{\"text\":\"[MASK]\",\"targets\":{\"a\":1}}", 400, "targets must be an array");
+    char *long_word = calloc(PROTO_FILL_MASK_MAX_TARGET_BYTES + 2, 1);
+    memset(long_word, 'a', PROTO_FILL_MASK_MAX_TARGET_BYTES + 1);
+    char *body = fmt("{\"text\":\"[MASK]\",\"targets\":[\"%s\"]}", long_word);
+    refuse_fm(body, 422, "at most 256 bytes");
+    free(body);
+    free(long_word);
+    /* Too many targets. */
+    size_t cap = 32 + 6 * (PROTO_FILL_MASK_MAX_TARGETS + 1);
+    body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"text\":\"[MASK]\",\"targets\":[");
+    for (int i = 0; i <= PROTO_FILL_MASK_MAX_TARGETS; i++)
+        n += (size_t)snprintf(body + n, cap - n, "%s\"dog\"", i ? "," : "");
+    snprintf(body + n, cap - n, "]}");
+    refuse_fm(body, 413, "too many targets");
+    free(body);
+}
+END_TEST
+
+START_TEST(fill_mask_top_k)
+{
+    refuse_fm("{\"text\":\"[MASK]\",\"top_k\":0}", 400, "top_k must be from 1 to 100, got 0");
+    refuse_fm("{\"text\":\"[MASK]\",\"top_k\":-3}", 400, "top_k must be from 1 to 100");
+    refuse_fm("{\"text\":\"[MASK]\",\"top_k\":101}", 400, "got 101");
+    refuse_fm("{\"text\":\"[MASK]\",\"top_k\":\"3\"}", 400, "top_k must be a positive integer");
+    refuse_fm("{\"text\":\"[MASK]\",\"top_k\":2.5}", 400, "top_k must be a positive integer");
+    refuse_fm("{\"inputs\":\"[MASK]\",\"top_k\":2,\"parameters\":{\"top_k\":3}}", 400,
+              "top_k is given twice");
+    /* masks x top_k is bounded: 25 masks x 100 answers. */
+    proto_bert_model big = BM;
+    big.max_tokens = 64;
+    big.candidates = 1000;
+    char text[25 * 7 + 1] = "";
+    for (int i = 0; i < 25; i++)
+        strcat(text, "[MASK] ");
+    char *body = fmt("{\"text\":\"%s\",\"top_k\":100}", text);
+    refuse_fm_bm(body, &big, 422, "25 masks x top_k 100 is 2500 answers; at most 2048");
+    free(body);
+}
+END_TEST
+
+START_TEST(fill_mask_wrong_shapes)
+{
+    refuse_fm("", 400, "empty body");
+    refuse_fm("{\"text\":", 400, "not valid JSON");
+    refuse_fm("[\"[MASK]\"]", 400, "must be a JSON object");
+    refuse_fm("{}", 400, "give exactly one of \"text\" or \"inputs\"");
+    refuse_fm("{\"text\":\"[MASK]\",\"inputs\":\"[MASK]\"}", 400, "exactly one");
+    refuse_fm("{\"text\":5}", 400, "text must be a string containing [MASK], got an integer");
+    refuse_fm("{\"inputs\":[\"a [MASK]\",\"b [MASK]\"]}", 400, "send one text per request");
+    refuse_fm("{\"text\":\"[MASK]\",\"image\":\"x\"}", 400, "unknown field \"image\"");
+    refuse_fm("{\"inputs\":\"[MASK]\",\"parameters\":[1]}", 400, "parameters must be an object");
+    refuse_fm("{\"inputs\":\"[MASK]\",\"parameters\":{\"top_p\":1}}", 400,
+              "unknown field \"top_p\" in parameters; allowed: top_k, targets");
+    refuse_fm("{\"inputs\":\"[MASK]\",\"options\":true}", 400, "options must be an object");
+    refuse_fm("{\"text\":\"[MASK]\",\"text\":\"[MASK]\"}", 400, "not valid JSON");
+}
+END_TEST
+
+START_TEST(fill_mask_text_checks)
+{
+    refuse_fm("{\"text\":\"the man went to the store.\"}", 422, "text has no [MASK] token");
+    /* [MASK] is matched exactly, as BERT's tokenizer does. */
+    refuse_fm("{\"inputs\":\"the [mask] went\"}", 422, "inputs has no [MASK] token");
+    /* Not UTF-8: jansson refuses the body before the tokenizer sees it. */
+    refuse_fm("{\"text\":\"caf\xe9 [MASK]\"}", 400, "UTF-8");
+    refuse_fm("{\"text\":\"\\ud800 [MASK]\"}", 400, "not valid JSON");
+    /* 16 tokens at most, [CLS] and [SEP] included: 14 of text fit, 15 do not. */
+    proto_fill_mask_req r = accept_fm(
+        "{\"text\":\"the man went to the store to buy some milk , a dog [MASK]\"}");
+    ck_assert_int_eq(r.len, 16);
+    ck_assert_int_eq(r.ids[15], V_SEP);
+    proto_fill_mask_req_free(&r);
+    refuse_fm("{\"text\":\"the man went to the store to buy some milk , a dog is [MASK]\"}", 413,
+              "text is 17 tokens with [CLS] and [SEP]; model bert takes at most 16");
+    /* Bytes are bounded before tokenizing. */
+    size_t n = WORDPIECE_MAX_TEXT_BYTES + 1;
+    char *body = malloc(n + 32);
+    memcpy(body, "{\"text\":\"", 9);
+    memset(body + 9, 'a', n);
+    strcpy(body + 9 + n, "\"}");
+    refuse_fm(body, 413, "at most 262144 bytes");
+    free(body);
+}
+END_TEST
+
+static int parse_ns(const char *body, proto_next_sentence_req *req, proto_error *err)
+{
+    memset(err, 0, sizeof *err);
+    int st = proto_parse_next_sentence(body, strlen(body), &BM, req, err);
+    if (st != 0) {
+        ck_assert_int_eq(st, err->status);
+        ck_assert_ptr_null(req->ids);
+        ck_assert_ptr_null(req->type_ids);
+    }
+    return st;
+}
+
+static void refuse_ns(const char *body, int status, const char *expect)
+{
+    proto_next_sentence_req req;
+    proto_error err;
+    int st = parse_ns(body, &req, &err);
+    ck_assert_msg(st == status, "%.200s: status %d, expected %d (%s)", body, st, status, err.msg);
+    ck_assert_contains(err.msg, expect);
+}
+
+START_TEST(next_sentence_parse)
+{
+    proto_next_sentence_req r;
+    proto_error err;
+    ck_assert_int_eq(parse_ns("{\"text_a\":\"The man went.\",\"text_b\":\"It rained\"}", &r, &err),
+                     0);
+    const int32_t want[] = {V_CLS, V_THE, V_MAN, V_WENT, V_DOT, V_SEP, V_IT, V_RAINED, V_SEP};
+    const int32_t types[] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
+    assert_ids(r.ids, r.len, want, 9);
+    assert_ids(r.type_ids, r.len, types, 9);
+    proto_next_sentence_req_free(&r);
+    /* Empty sentences are texts too: [CLS] [SEP] [SEP]. */
+    ck_assert_int_eq(parse_ns("{\"text_a\":\"\",\"text_b\":\"\"}", &r, &err), 0);
+    ck_assert_int_eq(r.len, 3);
+    proto_next_sentence_req_free(&r);
+
+    refuse_ns("{\"text_a\":\"a\"}", 400, "give both \"text_a\"");
+    refuse_ns("{\"text_a\":\"a\",\"text_b\":[\"b\"]}", 400, "text_b must be a string, got an array");
+    refuse_ns("{\"text_a\":\"a\",\"text_b\":\"b\",\"text\":\"c\"}", 400,
+              "unknown field \"text\"; allowed: text_a, text_b");
+    refuse_ns("\"a\"", 400, "must be a JSON object");
+    refuse_ns("{\"text_a\":\"a\xff\",\"text_b\":\"b\"}", 400, "UTF-8");
+    /* 16 tokens at most: 7 + 7 + 3 = 17; the count is right whichever side is long. */
+    refuse_ns("{\"text_a\":\"the man went to the store .\",\"text_b\":\"a dog went to buy some milk\"}",
+              413, "text_a and text_b are 17 tokens with [CLS] and two [SEP]; model bert takes at "
+                   "most 16");
+    refuse_ns("{\"text_a\":\"the man went to the store to buy some milk , a dog is here\","
+              "\"text_b\":\"it\"}",
+              413, "are 19 tokens");
+}
+END_TEST
+
+/* A fill-mask request with the answers ids/scores, formatted and parsed back. */
+static json_t *format_fm(const char *body, const int32_t *ids, const float *scores)
+{
+    proto_fill_mask_req r = accept_fm(body);
+    proto_error err;
+    char *s = proto_format_fill_mask(&BM, &r, ids, scores, &err);
+    ck_assert_ptr_nonnull(s);
+    json_t *j = load(s);
+    free(s);
+    proto_fill_mask_req_free(&r);
+    return j;
+}
+
+static void assert_answer(json_t *a, double score, int token, const char *token_str,
+                          const char *sequence)
+{
+    ck_assert_double_eq_tol(json_real_value(json_object_get(a, "score")), score, 1e-6);
+    ck_assert_int_eq(json_integer_value(json_object_get(a, "token")), token);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "token_str")), token_str);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "sequence")), sequence);
+}
+
+START_TEST(format_fill_mask)
+{
+    /* One mask: the sequence is decoded without special tokens; "##s" glues on. */
+    int32_t ids[] = {V_STORE, V_S};
+    float scores[] = {0.75f, 0.125f};
+    proto_fill_mask_req r = accept_fm("{\"text\":\"The man went to the [MASK].\",\"top_k\":2}");
+    proto_error err;
+    char *s = proto_format_fill_mask(&BM, &r, ids, scores, &err);
+    ck_assert_str_eq(s, "{\"model\":\"bert\",\"masks\":[[{\"score\":0.75,\"token\":9,"
+                        "\"token_str\":\"store\",\"sequence\":\"the man went to the store.\"},"
+                        "{\"score\":0.125,\"token\":15,\"token_str\":\"##s\","
+                        "\"sequence\":\"the man went to thes.\"}]]}");
+    free(s);
+    proto_fill_mask_req_free(&r);
+
+    /* Several masks: one list each, in order; the other masks stay [MASK], the
+     * [CLS] and [SEP] around the text do not show. */
+    int32_t ids2[] = {V_MAN, V_DOG, V_STORE, V_A};
+    float scores2[] = {0.5f, 0.25f, 0.625f, 0.0625f};
+    json_t *j = format_fm("{\"text\":\"the [MASK] went to the [MASK].\",\"top_k\":2}", ids2,
+                          scores2);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "model")), "bert");
+    json_t *masks = json_object_get(j, "masks");
+    ck_assert_uint_eq(json_array_size(masks), 2);
+    ck_assert_uint_eq(json_array_size(json_array_get(masks, 0)), 2);
+    assert_answer(json_array_get(json_array_get(masks, 0), 0), 0.5, V_MAN, "man",
+                  "the man went to the [MASK].");
+    assert_answer(json_array_get(json_array_get(masks, 0), 1), 0.25, V_DOG, "dog",
+                  "the dog went to the [MASK].");
+    assert_answer(json_array_get(json_array_get(masks, 1), 0), 0.625, V_STORE, "store",
+                  "the [MASK] went to the store.");
+    assert_answer(json_array_get(json_array_get(masks, 1), 1), 0.0625, V_A, "a",
+                  "the [MASK] went to the a.");
+    json_decref(j);
+
+    /* A predicted special token shows as itself, and is left out of the sequence
+     * when there is one mask (as the pipeline's skip_special_tokens does). */
+    int32_t ids3[] = {V_SEP};
+    float scores3[] = {NAN};
+    j = format_fm("{\"text\":\"a [MASK] dog\",\"top_k\":1}", ids3, scores3);
+    assert_answer(json_array_get(json_array_get(json_object_get(j, "masks"), 0), 0), 0.0, V_SEP,
+                  "[SEP]", "a dog");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(format_next_sentence_and_bert_model)
+{
+    proto_error err;
+    char *s = proto_format_next_sentence("bert", 0.75f, &err);
+    ck_assert_str_eq(s, "{\"model\":\"bert\",\"is_next\":0.75,\"not_next\":0.25}");
+    free(s);
+    proto_model_info m = {.name = "bert", .kind = "bert", .ready = true, .max_batch_size = 8,
+                          .max_tokens = 128, .vocab_size = 12000, .next_sentence = true,
+                          .max_batch_tokens = 1024};
+    s = proto_format_model(&m);
+    ck_assert_str_eq(s, "{\"name\":\"bert\",\"kind\":\"bert\",\"ready\":true,\"max_tokens\":128,"
+                        "\"vocab_size\":12000,\"next_sentence\":true,\"max_batch_size\":8,"
+                        "\"max_batch_tokens\":1024}");
+    free(s);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -640,6 +1019,20 @@ static Suite *proto_suite(void)
     tcase_add_test(resp, format_models);
     tcase_add_test(resp, format_errors_and_status);
     suite_add_tcase(s, resp);
+
+    TCase *bert = tcase_create("bert");
+    tcase_add_checked_fixture(bert, bert_setup, bert_teardown);
+    tcase_set_timeout(bert, 60);
+    tcase_add_test(bert, fill_mask_text);
+    tcase_add_test(bert, fill_mask_inputs_form);
+    tcase_add_test(bert, fill_mask_targets);
+    tcase_add_test(bert, fill_mask_top_k);
+    tcase_add_test(bert, fill_mask_wrong_shapes);
+    tcase_add_test(bert, fill_mask_text_checks);
+    tcase_add_test(bert, next_sentence_parse);
+    tcase_add_test(bert, format_fill_mask);
+    tcase_add_test(bert, format_next_sentence_and_bert_model);
+    suite_add_tcase(s, bert);
     return s;
 }
 

@@ -265,6 +265,13 @@ def check_routes(d, labels):
     refused(d, 404, "GET", "/v1/nothing", contains="no route")
     refused(d, 404, "GET", "/", contains="no route")
     refused(d, 404, "GET", "/v1/models/fashion/classify/more", contains="no route")
+    # The BERT routes on a CNN model name its kind and the route that fits it.
+    for route in ("fill-mask", "next-sentence"):
+        refused(d, 404, "POST", f"/v1/models/fashion/{route}", {"text": "a [MASK]"},
+                contains="model fashion is a cnn model")
+        refused(d, 404, "POST", f"/v1/models/fashion/{route}", {"text": "a [MASK]"},
+                contains="use POST /v1/models/fashion/classify")
+    refused(d, 405, "GET", "/v1/models/fashion/fill-mask", contains="use POST")
     hdrs, _ = refused(d, 405, "GET", CLASSIFY, contains="use POST")
     expect(hdrs.get("allow") == "POST", f"Allow: {hdrs.get('allow')!r}")
     hdrs, _ = refused(d, 405, "POST", "/v1/models", {"x": 1}, contains="not allowed")

@@ -1,11 +1,17 @@
 /* builders.h — one function per architecture that describes a network to a graph
  * builder.  Each reads the weights it needs by their PyTorch key names, returns the
- * output value id, or -1 with the builder's status and message set.  Engine-internal. */
+ * output value id, or -1 with the builder's status and message set.  BERT, which
+ * needs no graph (its layers repeat; forward is a loop over them), has a loader and
+ * a forward of its own at the end.  Engine-internal. */
 #ifndef MODELD_ENGINE_BUILDERS_H
 #define MODELD_ENGINE_BUILDERS_H
 
+#include "engine/arena.h"
+#include "engine/engine.h"
 #include "engine/graph.h"
+#include "engine/models/bert.h"
 #include "engine/models/cnn.h"
+#include "engine/safetensors.h"
 
 int layers_build(graph_builder *b, const cnn_spec *spec);      /* models/layers.c */
 int resnet_build(graph_builder *b, const cnn_spec *spec);      /* models/resnet.c */
@@ -16,5 +22,27 @@ int mobilenet_v2_build(graph_builder *b, const cnn_spec *spec); /* models/mobile
 layer_spec layer_conv(const char *prefix, int in, int out, int k, int stride, int pad,
                       int groups, bool bias);
 layer_spec layer_bn(const char *prefix, int features);
+
+/* ---- BERT (models/bert.c) ------------------------------------------------------
+ * bert_load points into st (kept open by the caller for the model's lifetime) and
+ * owns only what it converted or fused; bert_free releases that.  A loaded bert is
+ * read-only: any number of sessions may run it at once, each on its own arena of
+ * bert_arena_bytes(). */
+typedef struct bert_model bert_model;
+
+engine_status bert_load(const bert_config *cfg, const safetensors *st, int max_batch,
+                        int max_tokens, bert_model **out, engine_err *err);
+void bert_free(bert_model *b);
+bool bert_has_nsp(const bert_model *b);
+int bert_vocab_size(const bert_model *b);
+int bert_max_batch(const bert_model *b);
+int bert_max_tokens(const bert_model *b);
+/* Multiply-adds x 2 per token of the encoder's GEMMs (QKV, attention output, FFN);
+ * attention scores and the heads depend on lengths and masks and are not counted. */
+double bert_flops_per_token(const bert_model *b);
+size_t bert_arena_bytes(const bert_model *b);
+/* engine_bert_forward's contract; a is reset and used for every activation. */
+engine_status bert_forward(const bert_model *b, arena *a, const engine_bert_seq *seqs, int n,
+                           float *mlm, float *nsp, engine_err *err);
 
 #endif

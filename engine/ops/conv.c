@@ -25,8 +25,10 @@
 #include "engine/blas.h"
 #include "engine/ops/ops.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <string.h>
+#include <stdlib.h> /* TUNE-ONLY */
 
 #include "engine/ops/simd.h"
 
@@ -65,6 +67,18 @@ static bool conv_is_pointwise(const conv2d_params *p)
  * CONV_MIN_COLS columns: narrower GEMMs lose more to BLAS overhead than they gain. */
 enum { CONV_BLOCK_BYTES = 1 << 20, CONV_MIN_COLS = 256 };
 
+/* Batched path: a GEMM over one image's plane has N = out_h*out_w columns, too few
+ * on small planes (196 at 14x14, 49 at 7x7) for OpenBLAS to run well or to use a
+ * second thread.  Below CONV_BATCH_COLS columns, the col matrices of several images
+ * go side by side into one GEMM of about CONV_BATCH_COLS columns, as long as that
+ * col block stays under CONV_BATCH_BYTES. */
+enum { CONV_BATCH_COLS = 2048, CONV_BATCH_BYTES = 4 << 20 };
+
+/* Direct path: with K = in_c/g*kh*kw this small (a first layer on 1 or 3 channels)
+ * a GEMM only streams its output; a register-blocked loop does the same arithmetic
+ * with no col matrix, eight output channels by eight pixels at a time. */
+enum { CONV_DIRECT_MAX_K = 32, CONV_DIRECT_OC = 8 };
+
 static int conv_block_rows(const conv2d_params *p)
 {
     const size_t row_bytes =
@@ -76,11 +90,82 @@ static int conv_block_rows(const conv2d_params *p)
     return rows < (size_t)p->out_h ? (int)rows : p->out_h;
 }
 
+/* Images per batched GEMM at most; 1 means the per-image path.  Depends on the
+ * shape only.  The block (col and GEMM output, (K + out_c/g) x imgs*HW floats) is
+ * kept under CONV_BATCH_BYTES. */
+static int conv_batch_images(const conv2d_params *p)
+{
+    const size_t spatial = (size_t)p->out_h * p->out_w;
+    const size_t k = (size_t)(p->in_c / p->groups) * p->k_h * p->k_w;
+    const size_t ocg = (size_t)(p->out_c / p->groups);
+    /* TUNE-ONLY */ static long bc = -1, bb = -1;
+    if (bc < 0) { const char *e = getenv("CONV_BATCH_COLS"); bc = e ? atol(e) : CONV_BATCH_COLS;
+                  e = getenv("CONV_BATCH_BYTES"); bb = e ? atol(e) : CONV_BATCH_BYTES; }
+    if (spatial == 0 || spatial >= (size_t)bc)
+        return 1;
+    size_t imgs = (bc + spatial - 1) / spatial;
+    const size_t fit = bb / (sizeof(float) * (k + ocg) * spatial);
+    if (imgs > fit)
+        imgs = fit;
+    return imgs > 1 ? (int)imgs : 1;
+}
+
+static bool conv_is_direct(const conv2d_params *p)
+{
+    const long k = (long)(p->in_c / p->groups) * p->k_h * p->k_w;
+    return !conv_is_depthwise(p) && k <= CONV_DIRECT_MAX_K && p->k_h * p->k_w > 1 &&
+           p->stride_w <= 2;
+}
+
+/* The direct path's zero-padded copy of one image-group: (cg, dh_rows, dw_pitch).
+ * The pitch also covers what the last group of eight outputs of a row reads (one
+ * float more at stride 2), so no read needs a bounds check. */
+static void conv_direct_dims(const conv2d_params *p, int *rows, int *pitch)
+{
+    const long ow8 = p->out_w > 8 ? p->out_w : 8;
+    long w = (long)p->in_w + 2L * p->pad_w;
+    const long reach = (ow8 - 1) * p->stride_w + (long)(p->k_w - 1) * p->dil_w + 1 +
+                       (p->stride_w == 2);
+    *pitch = (int)(reach > w ? reach : w);
+    *rows = p->in_h + 2 * p->pad_h;
+}
+
+/* Packed weights: per group, tiles of CONV_DIRECT_OC output channels, (K, 8) each,
+ * zero-filled past out_c/g. */
+static size_t conv_direct_wfloats(const conv2d_params *p)
+{
+    const size_t ocg = (size_t)(p->out_c / p->groups);
+    const size_t tiles = (ocg + CONV_DIRECT_OC - 1) / CONV_DIRECT_OC;
+    return (size_t)p->groups * tiles * CONV_DIRECT_OC * (size_t)(p->in_c / p->groups) *
+           p->k_h * p->k_w;
+}
+
+size_t conv2d_scratch_floats_batch(const conv2d_params *p, int max_batch)
+{
+    if (conv_is_depthwise(p))
+        return 0;
+    if (conv_is_direct(p)) {
+        int rows, pitch;
+        conv_direct_dims(p, &rows, &pitch);
+        return conv_direct_wfloats(p) + (size_t)(p->in_c / p->groups) * rows * pitch;
+    }
+    const size_t k = (size_t)(p->in_c / p->groups) * p->k_h * p->k_w;
+    size_t s = conv_is_pointwise(p) ? 0 : k * conv_block_rows(p) * p->out_w;
+    int imgs = conv_batch_images(p);
+    if (imgs > max_batch)
+        imgs = max_batch;
+    if (imgs > 1) {
+        /* col (K, imgs*HW), then the GEMM's output (out_c/g, imgs*HW) */
+        const size_t b = (size_t)imgs * p->out_h * p->out_w * (k + (size_t)(p->out_c / p->groups));
+        if (b > s)
+            s = b;
+    }
+    return s;
+}
+
 size_t conv2d_scratch_floats(const conv2d_params *p)
 {
-    if (conv_is_depthwise(p) || conv_is_pointwise(p))
-        return 0;
-    return (size_t)(p->in_c / p->groups) * p->k_h * p->k_w * conv_block_rows(p) * p->out_w;
+    return conv2d_scratch_floats_batch(p, INT_MAX);
 }
 
 /* Output positions [*lo, *hi) along one axis whose tap at input offset `off`
@@ -116,15 +201,16 @@ static inline __attribute__((always_inline)) void load8(v8f *v, const float *p, 
 #endif
 }
 
-/* col (cg*kh*kw, rows*ow) for output rows [oy0, oy0 + rows) of one image-group
- * x (cg, in_h, in_w); padding reads as 0.  Rows of col are in the weight's
- * (c, ky, kx) order, so W_g multiplies col as stored. */
+/* col (cg*kh*kw, rows*ow), row stride ld, for output rows [oy0, oy0 + rows) of one
+ * image-group x (cg, in_h, in_w); padding reads as 0.  Rows of col are in the
+ * weight's (c, ky, kx) order, so W_g multiplies col as stored.  ld > rows*ow lays
+ * several images' blocks side by side. */
 OPS_SIMD_CLONES
 static void conv_im2col(const conv2d_params *p, int cg, const float *x, int oy0, int rows,
-                        float *col)
+                        float *col, size_t ld)
 {
     const int ow = p->out_w, oy1 = oy0 + rows;
-    const size_t plane = (size_t)p->in_h * p->in_w, n = (size_t)rows * ow;
+    const size_t plane = (size_t)p->in_h * p->in_w;
     const bool same_width = p->stride_h == 1 && p->stride_w == 1 && ow == p->in_w;
     for (int c = 0; c < cg; c++) {
         const float *xc = x + c * plane;
@@ -139,7 +225,7 @@ static void conv_im2col(const conv2d_params *p, int cg, const float *x, int oy0,
                 int ox_lo, ox_hi;
                 conv_valid_range(ow, p->in_w, p->stride_w, off_x, &ox_lo, &ox_hi);
                 float *dst = col; /* row oy of the block at dst + (oy - oy0) * ow */
-                col += n;
+                col += ld;
                 memset(dst, 0, sizeof(float) * (size_t)(oy_lo - oy0) * ow);
                 if (same_width && oy_lo < oy_hi && ox_lo < ox_hi) {
                     /* Source rows lie as far apart as destination rows, so every
@@ -333,12 +419,221 @@ static void conv_depthwise(const conv2d_params *p, int n, const float *x, const 
     }
 }
 
+/* y[i] = act(src[i] + bias) over n floats: the batched path's copy back to NCHW,
+ * with the epilogue fused into it for the kinds that are one vector op. */
+OPS_SIMD_CLONES
+static void conv_store_plane(const float *src, float *dst, size_t n, float bias, act_kind act,
+                             float act_alpha)
+{
+    if (act != ACT_NONE && act != ACT_RELU) {
+        memcpy(dst, src, sizeof(float) * n);
+        act_apply_bias(act, act_alpha, bias, dst, n);
+        return;
+    }
+    const v8f vb = {bias, bias, bias, bias, bias, bias, bias, bias}, zero = {0};
+    const bool relu = act == ACT_RELU;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f v;
+        memcpy(&v, src + i, sizeof v);
+        v += vb;
+        if (relu)
+            v = (v8f)((v8i)v & ~(v < zero)); /* NaN stays NaN, as in act_apply */
+        memcpy(dst + i, &v, sizeof v);
+    }
+    for (; i < n; i++) {
+        const float v = src[i] + bias;
+        dst[i] = relu && v < 0.0f ? 0.0f : v;
+    }
+}
+
+/* nb images side by side: for each group, col (K, nb*HW) from im2col (or, for a 1x1
+ * conv, the input planes copied as they are), one GEMM into out (out_c/g, nb*HW),
+ * then each image's planes stored to y through the epilogue. */
+static void conv_batched(const conv2d_params *p, int nb, const float *x, const float *w,
+                         const float *bias, act_kind act, float act_alpha, float *y,
+                         float *scratch)
+{
+    const int cg = p->in_c / p->groups, ocg = p->out_c / p->groups;
+    const int k = cg * p->k_h * p->k_w;
+    const size_t spatial = (size_t)p->out_h * p->out_w, cols = (size_t)nb * spatial;
+    const size_t in_plane = (size_t)p->in_h * p->in_w;
+    const bool pointwise = conv_is_pointwise(p);
+    float *col = scratch, *out = scratch + (size_t)k * cols;
+    for (int g = 0; g < p->groups; g++) {
+        for (int i = 0; i < nb; i++) {
+            const float *xg = x + ((size_t)i * p->in_c + (size_t)g * cg) * in_plane;
+            if (pointwise)
+                for (int c = 0; c < cg; c++)
+                    memcpy(col + (size_t)c * cols + i * spatial, xg + c * in_plane,
+                           sizeof(float) * spatial);
+            else
+                conv_im2col(p, cg, xg, 0, p->out_h, col + i * spatial, cols);
+        }
+        blas_sgemm(false, false, ocg, (int)cols, k, 1.0f, w + (size_t)g * ocg * k, k, col,
+                   (int)cols, 0.0f, out, (int)cols);
+        for (int i = 0; i < nb; i++)
+            for (int oc = 0; oc < ocg; oc++) {
+                const int c = g * ocg + oc;
+                conv_store_plane(out + (size_t)oc * cols + i * spatial,
+                                 y + ((size_t)i * p->out_c + c) * spatial, spatial,
+                                 bias ? bias[c] : 0.0f, act, act_alpha);
+            }
+    }
+}
+
+/* One tile of the direct path: CONV_DIRECT_OC output channels by eight adjacent
+ * outputs of one row.  xr is the padded input at this row's first tap for the
+ * tile's first output; tap[t] the offset of tap t = (c, ky, kx); wt the tile's
+ * packed weights (K, 8).  Eight accumulators in registers, each input vector loaded
+ * once for all eight channels; unrolled by hand (-O2 unrolls no loop).  Stores
+ * `lanes` outputs (8, or the row's width when it is narrower) of the first `valid`
+ * channels, planes `plane` apart; ReLU is applied in registers. */
+static inline __attribute__((always_inline)) void
+conv_direct_tile(const float *xr, const int *tap, int k, const float *wt, const float *b8,
+                 int stride, int valid, int lanes, bool relu, float *yo, size_t plane)
+{
+    v8f a[CONV_DIRECT_OC];
+    v8f a0 = {b8[0], b8[0], b8[0], b8[0], b8[0], b8[0], b8[0], b8[0]};
+    v8f a1 = {b8[1], b8[1], b8[1], b8[1], b8[1], b8[1], b8[1], b8[1]};
+    v8f a2 = {b8[2], b8[2], b8[2], b8[2], b8[2], b8[2], b8[2], b8[2]};
+    v8f a3 = {b8[3], b8[3], b8[3], b8[3], b8[3], b8[3], b8[3], b8[3]};
+    v8f a4 = {b8[4], b8[4], b8[4], b8[4], b8[4], b8[4], b8[4], b8[4]};
+    v8f a5 = {b8[5], b8[5], b8[5], b8[5], b8[5], b8[5], b8[5], b8[5]};
+    v8f a6 = {b8[6], b8[6], b8[6], b8[6], b8[6], b8[6], b8[6], b8[6]};
+    v8f a7 = {b8[7], b8[7], b8[7], b8[7], b8[7], b8[7], b8[7], b8[7]};
+    for (int t = 0; t < k; t++) {
+        v8f v;
+        load8(&v, xr + tap[t], stride);
+        const float *wk = wt + (size_t)t * CONV_DIRECT_OC;
+        a0 += wk[0] * v;
+        a1 += wk[1] * v;
+        a2 += wk[2] * v;
+        a3 += wk[3] * v;
+        a4 += wk[4] * v;
+        a5 += wk[5] * v;
+        a6 += wk[6] * v;
+        a7 += wk[7] * v;
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
+    const v8f zero = {0};
+    for (int j = 0; j < valid; j++) {
+        v8f v = a[j];
+        if (relu)
+            v = (v8f)((v8i)v & ~(v < zero));
+        if (lanes == 8) {
+            memcpy(yo + j * plane, &v, sizeof v);
+        } else {
+            float t[8];
+            memcpy(t, &v, sizeof v);
+            for (int i = 0; i < lanes; i++)
+                yo[j * plane + i] = t[i];
+        }
+    }
+}
+
+/* One output row of one tile for every group of eight outputs; the last group is
+ * shifted left to end at out_w (or, on a row narrower than eight, cut).  Inlined
+ * with a constant stride so load8's branch folds away. */
+static inline __attribute__((always_inline)) void
+conv_direct_row(const conv2d_params *p, const float *xrow, const int *tap, int k,
+                const float *wt, const float *b8, int stride, int valid, bool relu, float *yo,
+                size_t plane)
+{
+    const int ow = p->out_w;
+    for (int ox = 0; ox < ow; ox += 8) {
+        if (ox + 8 > ow && ow >= 8)
+            ox = ow - 8;
+        conv_direct_tile(xrow + (size_t)ox * stride, tap, k, wt, b8, stride, valid,
+                         ow < 8 ? ow : 8, relu, yo + ox, plane);
+    }
+}
+
+/* Every output channel of one image-group from its padded copy xpad.  The build is
+ * ISO C (-std=c11), which turns floating-point contraction off; this loop is
+ * nothing but multiply-adds, so it asks for FMA itself (about 1.6x on Zen 4). */
+OPS_SIMD_CLONES __attribute__((optimize("fp-contract=fast")))
+static void conv_direct_image(const conv2d_params *p, int ocg, const float *xpad, int pitch,
+                              const int *tap, int k, const float *wpk, const float *bias_g,
+                              bool relu, float *yg)
+{
+    const size_t plane = (size_t)p->out_h * p->out_w;
+    for (int oc0 = 0; oc0 < ocg; oc0 += CONV_DIRECT_OC) {
+        const int valid = ocg - oc0 < CONV_DIRECT_OC ? ocg - oc0 : CONV_DIRECT_OC;
+        float b8[CONV_DIRECT_OC] = {0};
+        for (int j = 0; j < valid; j++)
+            b8[j] = bias_g ? bias_g[oc0 + j] : 0.0f;
+        const float *wt = wpk + (size_t)(oc0 / CONV_DIRECT_OC) * k * CONV_DIRECT_OC;
+        for (int oy = 0; oy < p->out_h; oy++) {
+            const float *xrow = xpad + (size_t)oy * p->stride_h * pitch;
+            float *yo = yg + (size_t)oc0 * plane + (size_t)oy * p->out_w;
+            if (p->stride_w == 1)
+                conv_direct_row(p, xrow, tap, k, wt, b8, 1, valid, relu, yo, plane);
+            else
+                conv_direct_row(p, xrow, tap, k, wt, b8, 2, valid, relu, yo, plane);
+        }
+    }
+}
+
+/* Direct path: per image and group, copy the input into a zero-padded buffer (so
+ * no tap needs a bounds check), then run the tiles. */
+static void conv_direct(const conv2d_params *p, int n, const float *x, const float *w,
+                        const float *bias, act_kind act, float act_alpha, float *y,
+                        float *scratch)
+{
+    const int cg = p->in_c / p->groups, ocg = p->out_c / p->groups;
+    const int k = cg * p->k_h * p->k_w;
+    const int tiles = (ocg + CONV_DIRECT_OC - 1) / CONV_DIRECT_OC;
+    const size_t spatial = (size_t)p->out_h * p->out_w;
+    const size_t in_plane = (size_t)p->in_h * p->in_w;
+    int rows, pitch;
+    conv_direct_dims(p, &rows, &pitch);
+    const size_t pad_plane = (size_t)rows * pitch;
+
+    /* Weights packed per tile as (K, 8), so a tap's eight weights are adjacent. */
+    float *wpk = scratch, *xpad = scratch + conv_direct_wfloats(p);
+    for (int g = 0; g < p->groups; g++)
+        for (int t = 0; t < tiles; t++)
+            for (int tp = 0; tp < k; tp++)
+                for (int j = 0; j < CONV_DIRECT_OC; j++) {
+                    const int oc = t * CONV_DIRECT_OC + j;
+                    wpk[(((size_t)g * tiles + t) * k + tp) * CONV_DIRECT_OC + j] =
+                        oc < ocg ? w[((size_t)g * ocg + oc) * k + tp] : 0.0f;
+                }
+    int tap[CONV_DIRECT_MAX_K];
+    for (int c = 0, t = 0; c < cg; c++)
+        for (int ky = 0; ky < p->k_h; ky++)
+            for (int kx = 0; kx < p->k_w; kx++)
+                tap[t++] = (int)(c * pad_plane + (size_t)ky * p->dil_h * pitch + kx * p->dil_w);
+
+    const bool relu = act == ACT_RELU, fused = act == ACT_RELU || act == ACT_NONE;
+    memset(xpad, 0, sizeof(float) * (size_t)cg * pad_plane);
+    for (int img = 0; img < n; img++)
+        for (int g = 0; g < p->groups; g++) {
+            const float *xg = x + ((size_t)img * p->in_c + (size_t)g * cg) * in_plane;
+            for (int c = 0; c < cg; c++)
+                for (int iy = 0; iy < p->in_h; iy++)
+                    memcpy(xpad + c * pad_plane + (size_t)(iy + p->pad_h) * pitch + p->pad_w,
+                           xg + c * in_plane + (size_t)iy * p->in_w, sizeof(float) * p->in_w);
+            float *yg = y + ((size_t)img * p->out_c + (size_t)g * ocg) * spatial;
+            conv_direct_image(p, ocg, xpad, pitch, tap, k,
+                              wpk + (size_t)g * tiles * k * CONV_DIRECT_OC,
+                              bias ? bias + (size_t)g * ocg : NULL, relu, yg);
+            if (!fused)
+                act_apply(act, act_alpha, yg, (size_t)ocg * spatial);
+        }
+}
+
 void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *w,
                     const float *bias, act_kind act, float act_alpha, float *y,
                     float *scratch)
 {
     if (conv_is_depthwise(p)) {
         conv_depthwise(p, n, x, w, bias, act, act_alpha, y);
+        return;
+    }
+    if (conv_is_direct(p)) {
+        conv_direct(p, n, x, w, bias, act, act_alpha, y, scratch);
         return;
     }
     const int g_count = p->groups;
@@ -348,8 +643,17 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
     const size_t in_plane = (size_t)p->in_h * p->in_w;
     const bool pointwise = conv_is_pointwise(p);
 
+    int img = 0;
+    const int per_gemm = conv_batch_images(p);
+    if (per_gemm > 1 && n > 1)
+        for (; img < n; img += per_gemm) {
+            const int nb = n - img < per_gemm ? n - img : per_gemm;
+            conv_batched(p, nb, x + (size_t)img * p->in_c * in_plane, w, bias, act, act_alpha,
+                         y + (size_t)img * p->out_c * spatial, scratch);
+        }
+
     const int rows = conv_block_rows(p);
-    for (int img = 0; img < n; img++) {
+    for (; img < n; img++) {
         for (int g = 0; g < g_count; g++) {
             const float *xg = x + ((size_t)img * p->in_c + (size_t)g * cg) * in_plane;
             const float *wg = w + (size_t)g * ocg * k;
@@ -360,7 +664,7 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
             } else {
                 for (int oy0 = 0; oy0 < p->out_h; oy0 += rows) {
                     const int r = p->out_h - oy0 < rows ? p->out_h - oy0 : rows;
-                    conv_im2col(p, cg, xg, oy0, r, scratch);
+                    conv_im2col(p, cg, xg, oy0, r, scratch, (size_t)r * p->out_w);
                     blas_sgemm(false, false, ocg, r * p->out_w, k, 1.0f, wg, k, scratch,
                                r * p->out_w, 0.0f, yg + (size_t)oy0 * p->out_w, spatial);
                 }

@@ -9,6 +9,7 @@
 #define MODELD_ENGINE_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- activations --------------------------------------------------------- */
 
@@ -44,9 +45,17 @@ typedef struct conv2d_params {
 /* Output extent along one axis, PyTorch's formula; <= 0 means the input is too small. */
 int conv2d_out_size(int in, int k, int stride, int pad, int dil);
 
+/* Scratch for conv2d_forward at any batch size.  Small output planes are batched
+ * (several images' im2col side by side in one GEMM), so this bound covers a block
+ * of images: at most a few MiB, independent of N. */
 size_t conv2d_scratch_floats(const conv2d_params *p);
+/* The same bound for batches of at most max_batch images (>= 1); never more than
+ * conv2d_scratch_floats, and far less at max_batch 1 on small planes. */
+size_t conv2d_scratch_floats_batch(const conv2d_params *p, int max_batch);
 /* x (N,in_c,in_h,in_w), w (out_c, in_c/groups, k_h, k_w), bias (out_c) or NULL,
- * y (N,out_c,out_h,out_w).  The activation is applied to y before returning. */
+ * y (N,out_c,out_h,out_w).  The activation is applied to y before returning.
+ * scratch: conv2d_scratch_floats(p) floats, or conv2d_scratch_floats_batch(p, M)
+ * when N <= M. */
 void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *w,
                     const float *bias, act_kind act, float act_alpha, float *y,
                     float *scratch);
@@ -94,5 +103,34 @@ void add_forward(size_t n, const float *a, const float *b, act_kind act, float a
                  float *y);
 /* Row-wise softmax over (rows, cols), numerically stable, in place. */
 void softmax_rows(int rows, int cols, float *x);
+
+/* ---- sequences: embeddings, layer norm, attention (BERT) ------------------------ */
+
+/* y (T,D) row t = word[ids[t]] + pos[t] + type[types[t]] (types NULL: type row 0),
+ * for one sequence whose positions start at 0.  word (V,D), pos (>= T, D), type
+ * (>= 1, D).  The caller has checked every id against its table. */
+void embedding_sum(int t, int d, const int32_t *ids, const int32_t *types, const float *word,
+                   const float *pos, const float *type, float *y);
+/* y (N,D) row i = x row idx[i]; x's rows are ld_x floats apart (a column block of a
+ * wider matrix).  y must not overlap x. */
+void gather_rows(int n, int d, const int *idx, const float *x, int ld_x, float *y);
+/* Layer normalisation of each row of x (rows, D) over D, as torch.nn.LayerNorm:
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance.  y may alias x. */
+void layernorm_rows(int rows, int d, const float *x, const float *gamma, const float *beta,
+                    float eps, float *y);
+/* y = LayerNorm(x + r): a post-LN residual block in one pass.  y may alias x or r. */
+void add_layernorm_rows(int rows, int d, const float *x, const float *r, const float *gamma,
+                        const float *beta, float eps, float *y);
+
+/* Multi-head scaled dot-product attention of one sequence, no mask:
+ *   ctx_h = softmax(q_h k_h^T / sqrt(dh)) v_h  for each head h,
+ * with heads side by side in columns (head h is columns h*dh .. h*dh+dh-1).
+ * q (tq, heads*dh) rows ldq apart; k, v (tk, heads*dh) rows ldkv apart (the K and V
+ * blocks of a packed (T, 3D) QKV matrix); ctx (tq, heads*dh) rows ldc apart.  tq may be
+ * less than tk: the queries of some rows only.  scratch: attention_scratch_floats(tq, tk). */
+size_t attention_scratch_floats(int tq, int tk);
+void attention_forward(int tq, int tk, int heads, int dh, const float *q, int ldq,
+                       const float *k, const float *v, int ldkv, float *ctx, int ldc,
+                       float *scratch);
 
 #endif

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""PyTorch peer of bench_cnn: the same model directory, the same measurement.
+
+    bench_torch.py [--threads N] [--iters K] [--warmup W] MODEL_DIR BATCH
+
+Prints one line in bench_cnn's format, with "torch" in place of "modeld":
+    torch <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
+
+PyTorch is set up at its best, as /work/shared/BENCHMARKING.md describes:
+Debian's torch links the system BLAS, so run.sh starts this with
+LD_LIBRARY_PATH pointing at the OpenMP build of OpenBLAS and
+OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = N (the pthread build fights torch's
+OpenMP pool).  Here: torch.set_num_threads(N), model.eval(),
+torch.inference_mode(); the module is the one load_model_dir() rebuilds from
+the directory, i.e. the weights modeld runs.  Conv layers go through oneDNN
+(mkldnn) as torch 1.13 chooses by default; nothing is traced or scripted,
+because a server running a plain eager module is the peer we compare with.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+import prepare  # noqa: E402  (also puts tools/ on sys.path)
+import export_model  # noqa: E402
+
+CORE_PEAK_GFLOPS, CORES = 116.5, 2  # as bench_cnn: 233 GFLOP/s at 2 threads
+AUTO_SECONDS = 2.0
+MIN_ITERS, MAX_ITERS = 5, 2000
+
+
+def percentile(sorted_ms, q):
+    """Nearest rank, as bench_cnn computes it."""
+    i = max(0, min(len(sorted_ms) - 1, int(-(-q * len(sorted_ms) // 1)) - 1))
+    return sorted_ms[i]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=0, help="0: about 2 s worth")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("model_dir")
+    p.add_argument("batch", type=int)
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, config, _ = export_model.load_model_dir(args.model_dir)
+    shape = prepare.input_shape(config)
+    flops = prepare.count_flops(model, shape)
+    x = torch.randn(args.batch, *shape, generator=torch.Generator().manual_seed(0))
+
+    with torch.inference_mode():
+        last = 0.0
+        for i in range(max(args.warmup, 1 if args.iters == 0 else 0)):
+            t0 = time.perf_counter()
+            model(x)
+            last = (time.perf_counter() - t0) * 1e3
+        iters = args.iters
+        if iters == 0:
+            iters = int(min(MAX_ITERS, max(MIN_ITERS, AUTO_SECONDS * 1e3 / max(last, 1e-3))))
+        ms = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            model(x)
+            ms.append((time.perf_counter() - t0) * 1e3)
+    ms.sort()
+    median = percentile(ms, 0.5)
+    gflops = flops * args.batch / (median * 1e6)
+    peak = CORE_PEAK_GFLOPS * min(args.threads, CORES)
+    name = os.path.basename(os.path.normpath(args.model_dir))
+    print(f"torch {name} batch={args.batch} median_ms={median:.4f} "
+          f"p10_ms={percentile(ms, 0.1):.4f} images_per_s={args.batch * 1e3 / median:.1f} "
+          f"gflops={gflops:.2f} peak_pct={100 * gflops / peak:.1f} iters={iters} "
+          f"threads={torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+#!/bin/sh
+# run.sh — modeld's engine against PyTorch and ONNX Runtime, one Markdown table.
+#
+# `make bench` runs this from the build directory (it builds bench/bench_cnn
+# first); by hand:  BENCH_CNN=/path/to/build/bench/bench_cnn bench/run.sh
+#
+# What it does, and why:
+#   1. Makes the inputs in a scratch directory (BENCH_DIR, default
+#      $TMPDIR/modeld-bench, reused between runs): ResNet-50 and ResNet-18 with
+#      random weights through tools/export_model.py, and one ONNX file per
+#      (model, batch) for ONNX Runtime, exported from the same weights.  The
+#      default model is read from models/fashion in the source tree.
+#   2. For every row, runs the three peers one after another, BENCH_ROUNDS times
+#      (default 3), rotating which goes first: the machines are shared and noisy,
+#      so a ratio only means something when both sides saw the same minute
+#      (/work/shared/BENCHMARKING.md).  Each run prints its own median.
+#   3. Keeps, per peer and row, the best of the rounds' medians (BENCH_AGG=median
+#      takes their median instead) and prints the table; the raw lines stay in
+#      $BENCH_DIR/raw.txt and the table in $BENCH_DIR/results.md.
+#
+# Every peer gets BENCH_THREADS threads (default 2, the machine's cores):
+#   modeld  bench_cnn --threads N (engine_set_blas_threads, once)
+#   torch   /usr/bin/python3 with the OpenMP OpenBLAS, OMP/OPENBLAS_NUM_THREADS=N,
+#           torch.set_num_threads(N)
+#   ort     npm onnxruntime-node 1.30.0 in MODELD_ORT_DIR (default /tmp/modeld-ort,
+#           outside the repository; installed there if missing), intra-op N, inter-op 1
+# A peer that cannot run is left out with a message; its columns read "—".
+# About 5-8 minutes on 2 quiet cores with the default rows.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modeld-bench}
+BENCH_CNN=${BENCH_CNN:-./bench/bench_cnn}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_THREADS=${BENCH_THREADS:-2}
+BENCH_AGG=${BENCH_AGG:-best}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+# model:batch pairs; the model is resnet50, resnet18 or fashion
+BENCH_ROWS=${BENCH_ROWS:-"resnet50:1 resnet50:16 resnet18:1 fashion:1 fashion:64"}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+MODELD_ORT_DIR=${MODELD_ORT_DIR:-/tmp/modeld-ort}
+OPENBLAS_OPENMP=${OPENBLAS_OPENMP:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
+# the default model's directory (the "fashion" rows); its name in the table stays "fashion"
+BENCH_FASHION_DIR=${BENCH_FASHION_DIR:-$top/models/fashion}
+export MODELD_ORT_DIR
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+# ---- peers available? ----------------------------------------------------------
+if [ ! -x "$BENCH_CNN" ]; then
+    say "no bench_cnn at '$BENCH_CNN': run 'make bench' in a build directory, or set BENCH_CNN"
+    exit 1
+fi
+have_torch=yes
+if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
+    say "PyTorch not found for $PY: apt-get install python3-torch python3-torchvision"
+    say "(the ResNet rows need it to make their weights: only the fashion rows will run, modeld alone)"
+    have_torch=no
+fi
+if [ ! -d "$OPENBLAS_OPENMP" ]; then
+    say "$OPENBLAS_OPENMP missing: apt-get install libopenblas0-openmp (PyTorch will run with"
+    say "the default pthread OpenBLAS, which fights its OpenMP threads: its times will be poor)"
+fi
+have_ort=yes
+if [ "$have_torch" = no ]; then
+    have_ort=no
+elif ! "$PY" -c 'import onnx' 2>/dev/null; then
+    say "python3-onnx missing (needed to export ONNX): apt-get install python3-onnx; skipping ONNX Runtime"
+    have_ort=no
+elif ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "node/npm not found: apt-get install nodejs npm; skipping ONNX Runtime"
+    have_ort=no
+elif [ ! -d "$MODELD_ORT_DIR/node_modules/onnxruntime-node" ]; then
+    say "installing onnxruntime-node@1.30.0 into $MODELD_ORT_DIR"
+    mkdir -p "$MODELD_ORT_DIR"
+    [ -f "$MODELD_ORT_DIR/package.json" ] || echo '{"name":"modeld-ort","private":true}' \
+        >"$MODELD_ORT_DIR/package.json"
+    # the variable stops its install script from fetching GPU binaries (that fails
+    # here); the CPU library ships inside the package
+    if ! (cd "$MODELD_ORT_DIR" && ONNXRUNTIME_NODE_INSTALL=skip \
+            npm install --no-audit --no-fund onnxruntime-node@1.30.0 >&2); then
+        say "npm install failed; skipping ONNX Runtime"
+        have_ort=no
+    fi
+fi
+
+# ---- inputs ----------------------------------------------------------------------
+mkdir -p "$BENCH_DIR/onnx"
+model_dir() {
+    case $1 in
+    fashion) echo "$BENCH_FASHION_DIR" ;;
+    *) echo "$BENCH_DIR/$1" ;;
+    esac
+}
+rows=
+for row in $BENCH_ROWS; do
+    name=${row%%:*} batch=${row#*:}
+    dir=$(model_dir "$name")
+    case $name in
+    resnet*)
+        if [ ! -f "$dir/model.safetensors" ]; then
+            if [ "$have_torch" = no ]; then
+                say "skipping $row: no PyTorch to make $name"
+                continue
+            fi
+            say "making $dir (random weights)"
+            "$PY" "$here/prepare.py" resnet "$dir" "$name" >&2
+        fi
+        ;;
+    fashion)
+        if [ ! -f "$dir/model.safetensors" ]; then
+            say "skipping $row: $dir is missing (tools/train_fashion.py makes it)"
+            continue
+        fi
+        ;;
+    *) say "unknown model '$name' in BENCH_ROWS"; exit 1 ;;
+    esac
+    if [ "$have_ort" = yes ]; then
+        onnx=$BENCH_DIR/onnx/$name.b$batch.onnx
+        # re-export when the weights changed (a retrained default model)
+        if [ ! -f "$onnx" ] || [ "$dir/model.safetensors" -nt "$onnx" ]; then
+            say "exporting $onnx"
+            "$PY" "$here/prepare.py" onnx "$dir" "$batch" "$onnx" >&2 || rm -f "$onnx"
+        fi
+    fi
+    rows="$rows $row"
+done
+
+# ---- interleaved runs --------------------------------------------------------------
+raw=$BENCH_DIR/raw.txt
+: >"$raw"
+run_peer() { # peer name batch
+    dir=$(model_dir "$2")
+    common="--threads $BENCH_THREADS --warmup $BENCH_WARMUP"
+    case $1 in
+    modeld)
+        # shellcheck disable=SC2086
+        "$BENCH_CNN" $common "$dir" "$3" ;;
+    torch)
+        [ "$have_torch" = yes ] || return 0
+        # shellcheck disable=SC2086
+        LD_LIBRARY_PATH=$OPENBLAS_OPENMP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+            OMP_NUM_THREADS=$BENCH_THREADS OPENBLAS_NUM_THREADS=$BENCH_THREADS \
+            "$PY" "$here/bench_torch.py" $common "$dir" "$3" ;;
+    ort)
+        onnx=$BENCH_DIR/onnx/$2.b$3.onnx
+        [ "$have_ort" = yes ] && [ -f "$onnx" ] || return 0
+        # shellcheck disable=SC2086
+        node "$here/bench_ort.mjs" $common "$onnx" "$3" ;;
+    esac
+}
+start=$(date +%s)
+loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
+load_start=$(loadavg)
+say "rows:$rows; $BENCH_ROUNDS rounds, $BENCH_THREADS threads; raw lines in $raw"
+for row in $rows; do
+    name=${row%%:*} batch=${row#*:}
+    r=0
+    while [ "$r" -lt "$BENCH_ROUNDS" ]; do
+        case $((r % 3)) in
+        0) order="modeld torch ort" ;;
+        1) order="torch ort modeld" ;;
+        *) order="ort modeld torch" ;;
+        esac
+        for peer in $order; do
+            if line=$(run_peer "$peer" "$name" "$batch"); then
+                # the row's name, whatever the directory is called
+                [ -n "$line" ] && line=$(echo "$line" | awk -v n="$name" '{ $2 = n; print }') &&
+                    { echo "$line" >>"$raw"; say "$line"; }
+            else
+                say "$peer $name batch=$batch failed"
+            fi
+        done
+        r=$((r + 1))
+    done
+done
+
+# ---- the table ----------------------------------------------------------------------
+table() {
+    echo "| workload | modeld ms | img/s | GFLOP/s | % peak | PyTorch ms | ratio vs PyTorch | ORT ms | ratio vs ORT |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for row in $rows; do
+        name=${row%%:*} batch=${row#*:}
+        awk -v name="$name" -v batch="batch=$batch" -v agg="$BENCH_AGG" '
+            function val(key,   i, kv) {
+                for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == key) return kv[2] + 0 }
+                return -1
+            }
+            $2 == name && $3 == batch { n[$1]++; ms[$1, n[$1]] = val("median_ms"); fl[$1, n[$1]] = val("gflops")
+                                        pk[$1, n[$1]] = val("peak_pct") }
+            # best of the rounds, or their median; the GFLOP/s that goes with it
+            function pick(p,   i, j, t, u, v, k) {
+                if (!n[p]) return -1
+                for (i = 1; i <= n[p]; i++) for (j = i + 1; j <= n[p]; j++)
+                    if (ms[p, j] < ms[p, i]) { t = ms[p, i]; ms[p, i] = ms[p, j]; ms[p, j] = t
+                                               u = fl[p, i]; fl[p, i] = fl[p, j]; fl[p, j] = u
+                                               v = pk[p, i]; pk[p, i] = pk[p, j]; pk[p, j] = v }
+                k = agg == "median" ? int((n[p] + 1) / 2) : 1
+                sel_fl[p] = fl[p, k]; sel_pk[p] = pk[p, k]
+                return ms[p, k]
+            }
+            function fmt(x) { return x < 0 ? "—" : x < 10 ? sprintf("%.3f", x) : sprintf("%.1f", x) }
+            function ratio(a, b) { return (a < 0 || b < 0) ? "—" : sprintf("%.2f×", a / b) }
+            END {
+                label = name == "resnet50" ? "ResNet-50 224×224" : name == "resnet18" ? "ResNet-18 224×224" \
+                      : name == "fashion" ? "Fashion-MNIST CNN" : name
+                sub(/batch=/, "", batch)
+                m = pick("modeld"); t = pick("torch"); o = pick("ort")
+                printf "| %s batch %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label, batch, fmt(m),
+                    m < 0 ? "—" : sprintf("%.0f", batch * 1000 / m),
+                    m < 0 ? "—" : sprintf("%.1f", sel_fl["modeld"]),
+                    m < 0 ? "—" : sprintf("%.0f%%", sel_pk["modeld"]),
+                    fmt(t), ratio(t, m), fmt(o), ratio(o, m)
+            }' "$raw"
+    done
+    echo
+    echo "Median of each run, $BENCH_AGG of $BENCH_ROUNDS interleaved rounds; $BENCH_THREADS thread(s) each;" \
+        "ratio = peer ms / modeld ms (> 1: modeld faster); % peak of 116.5 GFLOP/s FP32 per core used." \
+        "Load average (1/5/15 min) at start $load_start, at end $load_end: above ~1 on 2 cores," \
+        "someone else was running and the times are inflated."
+}
+load_end=$(loadavg)
+table | tee "$BENCH_DIR/results.md"
+say "done in $(( $(date +%s) - start )) s"
