@@ -7,6 +7,8 @@
  *   engine_session *s;  engine_session_open(m, &s, &err);      // one per worker thread
  *   engine_cnn_forward(s, x, n, logits, &err);                 // x (N,C,H,W) -> logits (N,K)
  *   engine_session_close(s);  engine_model_free(m);
+ * BERT is the same with engine_bert_load() and engine_bert_forward() (below); a model
+ * answers only the forward of its own kind (ENGINE_ERR_INVALID otherwise).
  *
  * Ownership: the caller owns everything it passes in and everything engine_*_open/
  * load hands out, and frees the latter with the matching _free/_close.  A model is
@@ -64,12 +66,14 @@ engine_status engine_cnn_load(const struct cnn_spec *spec, const char *weights_p
                               int max_batch, engine_model **out, engine_err *err);
 void engine_model_free(engine_model *m);
 
-/* Input geometry: x is (N, channels, height, width), already normalised. */
+/* Input geometry: x is (N, channels, height, width), already normalised; (0, 0, 0)
+ * for BERT.  num_outputs: classes (CNN) or vocabulary size (BERT); max_batch: images
+ * or sequences. */
 void engine_model_input_shape(const engine_model *m, int *channels, int *height, int *width);
 int engine_model_num_outputs(const engine_model *m);
 int engine_model_max_batch(const engine_model *m);
-/* Multiply-adds x 2 of one sample's forward pass (convolutions and linears), for
- * reporting GFLOP/s. */
+/* Multiply-adds x 2 of one sample's forward pass (CNN: convolutions and linears per
+ * image; BERT: the encoder's GEMMs per token), for reporting GFLOP/s. */
 double engine_model_flops(const engine_model *m);
 /* Bytes of per-session scratch (the arena) and of weights held outside the mmap. */
 size_t engine_model_arena_bytes(const engine_model *m);
