@@ -7,7 +7,7 @@
 // Prints one line in bench_cnn's format, with "ort" in place of "modeld":
 //   ort <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
 //
-// Set up as /work/shared/BENCHMARKING.md describes: npm onnxruntime-node 1.30.0
+// Set up as docs/PERFORMANCE.md describes: npm onnxruntime-node 1.30.0
 // (its bundled CPU library), installed with ONNXRUNTIME_NODE_INSTALL=skip into a
 // scratch folder outside the repository (MODELD_ORT_DIR, default /tmp/modeld-ort;
 // run.sh installs it there), and a session with intraOpNumThreads N,

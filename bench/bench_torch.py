@@ -6,7 +6,7 @@
 Prints one line in bench_cnn's format, with "torch" in place of "modeld":
     torch <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
 
-PyTorch is set up at its best, as /work/shared/BENCHMARKING.md describes:
+PyTorch is set up at its best, as docs/PERFORMANCE.md describes:
 Debian's torch links the system BLAS, so run.sh starts this with
 LD_LIBRARY_PATH pointing at the OpenMP build of OpenBLAS and
 OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = N (the pthread build fights torch's
@@ -18,12 +18,15 @@ because a server running a plain eager module is the peer we compare with.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
 
 import torch
 
+# no __pycache__ in the source tree (it is shipped whole in the tarball)
+sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 import prepare  # noqa: E402  (also puts tools/ on sys.path)
@@ -36,7 +39,7 @@ MIN_ITERS, MAX_ITERS = 5, 2000
 
 def percentile(sorted_ms, q):
     """Nearest rank, as bench_cnn computes it."""
-    i = max(0, min(len(sorted_ms) - 1, int(-(-q * len(sorted_ms) // 1)) - 1))
+    i = max(0, min(len(sorted_ms) - 1, math.ceil(q * len(sorted_ms)) - 1))
     return sorted_ms[i]
 
 

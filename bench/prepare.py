@@ -28,6 +28,8 @@ import sys
 import torch
 import torch.nn as nn
 
+# no __pycache__ in the source tree (it is shipped whole in the tarball)
+sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "tools"))
 import export_model  # noqa: E402

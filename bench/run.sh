@@ -1,7 +1,7 @@
 #!/bin/sh
 # run.sh — modeld's engine against PyTorch and ONNX Runtime, one Markdown table.
 #
-# `make bench` runs this from the build directory (it builds bench/bench_cnn
+# `make benchmark` runs this from the build directory (it builds bench/bench_cnn
 # first); by hand:  BENCH_CNN=/path/to/build/bench/bench_cnn bench/run.sh
 #
 # What it does, and why:
@@ -13,7 +13,7 @@
 #   2. For every row, runs the three peers one after another, BENCH_ROUNDS times
 #      (default 3), rotating which goes first: the machines are shared and noisy,
 #      so a ratio only means something when both sides saw the same minute
-#      (/work/shared/BENCHMARKING.md).  Each run prints its own median.
+#      (docs/PERFORMANCE.md).  Each run prints its own median.
 #   3. Keeps, per peer and row, the best of the rounds' medians (BENCH_AGG=median
 #      takes their median instead) and prints the table; the raw lines stay in
 #      $BENCH_DIR/raw.txt and the table in $BENCH_DIR/results.md.
@@ -25,7 +25,7 @@
 #   ort     npm onnxruntime-node 1.30.0 in MODELD_ORT_DIR (default /tmp/modeld-ort,
 #           outside the repository; installed there if missing), intra-op N, inter-op 1
 # A peer that cannot run is left out with a message; its columns read "—".
-# About 5-8 minutes on 2 quiet cores with the default rows.
+# About 4 minutes on 2 quiet cores with the default rows, up to 10 on a busy machine.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,7 +49,7 @@ say() { printf 'bench: %s\n' "$*" >&2; }
 
 # ---- peers available? ----------------------------------------------------------
 if [ ! -x "$BENCH_CNN" ]; then
-    say "no bench_cnn at '$BENCH_CNN': run 'make bench' in a build directory, or set BENCH_CNN"
+    say "no bench_cnn at '$BENCH_CNN': run 'make benchmark' in a build directory, or set BENCH_CNN"
     exit 1
 fi
 have_torch=yes
@@ -119,7 +119,7 @@ for row in $BENCH_ROWS; do
     if [ "$have_ort" = yes ]; then
         onnx=$BENCH_DIR/onnx/$name.b$batch.onnx
         # re-export when the weights changed (a retrained default model)
-        if [ ! -f "$onnx" ] || [ "$dir/model.safetensors" -nt "$onnx" ]; then
+        if [ ! -f "$onnx" ] || [ -n "$(find "$dir/model.safetensors" -newer "$onnx")" ]; then
             say "exporting $onnx"
             "$PY" "$here/prepare.py" onnx "$dir" "$batch" "$onnx" >&2 || rm -f "$onnx"
         fi

@@ -544,16 +544,17 @@ class BertWordPiece:
 
     def encode(self, text_a, text_b=None, max_length=None):
         """[CLS] a [SEP] (b [SEP]) -> dict of 1-D LongTensors (no padding).
-        Over max_length, the longer side is truncated first (HF 'longest_first')."""
+        Over max_length, one token at a time comes off the end of the longer side,
+        of b on a tie (HF 'longest_first')."""
         a = self.convert_tokens_to_ids(self.tokenize(text_a))
         b = self.convert_tokens_to_ids(self.tokenize(text_b)) if text_b is not None else None
         max_length = max_length or self.model_max_length
         budget = max_length - (3 if b is not None else 2)
         while len(a) + (len(b) if b else 0) > budget:
-            if b and len(b) > len(a):
-                b.pop()
-            else:
+            if b is None or len(a) > len(b):
                 a.pop()
+            else:
+                b.pop()
         ids = [self.cls_id] + a + [self.sep_id]
         types = [0] * len(ids)
         if b is not None:

@@ -446,10 +446,14 @@ START_TEST(test_conv_scratch)
     ck_assert_uint_gt(conv2d_scratch_floats_batch(&p, 2), 0);
     p = conv_params(&dw);
     ck_assert_uint_eq(conv2d_scratch_floats(&p), 0);
-    p = conv_params(&gen); /* one image-group: 4 channels x 9 taps x 3x3 outputs */
-    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 1), 4 * 9 * 3 * 3);
-    /* batched: (K + out_c/g) x imgs*HW, growing with the batch up to a cap */
-    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 3), 3 * 9 * (4 * 9 + 8));
+    /* one image-group: 4 channels x 9 taps x 3x3 outputs, and the zero-padded copy
+     * it is made from: 4 channels x (6+2) rows x a pitch of 18 (what eight outputs
+     * at stride 2 read) */
+    p = conv_params(&gen);
+    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 1), 4 * 9 * 3 * 3 + 4 * 8 * 18);
+    /* batched: (K + out_c/g) x imgs*HW, growing with the batch up to a cap, and the
+     * padded copy */
+    ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 3), 3 * 9 * (4 * 9 + 8) + 4 * 8 * 18);
     ck_assert_uint_eq(conv2d_scratch_floats_batch(&p, 100000), conv2d_scratch_floats(&p));
     ck_assert(conv2d_scratch_floats(&p) <= (8u << 20) / sizeof(float));
     /* a large layer gets a block of whole output rows, not the whole col matrix */

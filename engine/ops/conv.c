@@ -1,26 +1,35 @@
 /* conv.c — 2-D convolution, NCHW, PyTorch's semantics (cross-correlation, zero
  * padding, dilation, groups).
  *
- * Three paths, chosen per call from the shape alone:
+ * Five paths, chosen per call from the shape (and whether the batch has more than
+ * one image):
  *   - general: per image and group, im2col into scratch, then GEMM
  *       y_g (out_c/g, oh*ow) = W_g (out_c/g, in_c/g*kh*kw) x col (in_c/g*kh*kw, oh*ow),
  *     done in blocks of output rows so each col block is still in L2 when BLAS packs it;
  *   - 1x1, stride 1, no padding: the input plane already is the col matrix, GEMM on it;
+ *   - batched (n > 1, plane under CONV_BATCH_COLS outputs): the col matrices of a
+ *     block of images side by side, (K, imgs*oh*ow), one GEMM for the block, then
+ *     each image's planes stored to y with bias and activation.  A 14x14 plane gives
+ *     a per-image GEMM of N = 196 columns, where OpenBLAS runs at ~60% of what it
+ *     reaches at N >= 1500 and a second thread barely helps; 7x7 (N = 49) is worse;
+ *   - direct (in_c/g*kh*kw <= 32, a first layer on 1-3 channels): a register-blocked
+ *     loop over a zero-padded copy of the input; with K that small a GEMM does
+ *     nothing but stream its output, three times (BLAS zeroes C first);
  *   - depthwise (one input channel per group): a direct loop, no GEMM — a GEMM with
  *     M = 1 or 2 and K = 9 would spend everything on packing.
  * Bias and activation are fused into one pass over each group's output right after
- * its GEMM, while that output is still in cache.
+ * its GEMM, while that output is still in cache (batched: into the store to y).
  *
  * Where the time goes (ResNet-like 3x3 layers, batch 1): the GEMM, by far; im2col
  * (kh*kw copies of the input) and the epilogue added ~10-15% on top of it before
  * the row blocking, less since.  The GEMM's own efficiency is OpenBLAS's to give.
- * The depthwise loop is single-threaded: BLAS threads do not help it, the caller's
- * workers must.  Its inner loop (and im2col's strided copy) is written with 8-wide
- * GNU vectors because the build is -O2 for baseline x86-64, where GCC vectorises no
- * plain loop; on x86-64 an AVX2 clone is chosen at load time.  Stride 1 and 2
- * interiors are vectorised; the padded border columns and other strides run scalar.
+ * The direct and depthwise loops are single-threaded: BLAS threads do not help
+ * them, the caller's workers must.  Their inner loops (and im2col's copies) are
+ * written with 8-wide GNU vectors because the build is -O2 for baseline x86-64,
+ * where GCC vectorises no plain loop; on x86-64 an AVX2 clone is chosen at load
+ * time.  Stride 1 and 2 are vectorised; other strides run scalar.
  *
- * Pure: no allocation, no state; scratch is the caller's, one im2col block.
+ * Pure: no allocation, no state; scratch is the caller's (conv2d_scratch_floats).
  */
 #include "engine/blas.h"
 #include "engine/ops/ops.h"
@@ -117,10 +126,11 @@ static bool conv_is_direct(const conv2d_params *p)
            p->stride_w <= 2;
 }
 
-/* The direct path's zero-padded copy of one image-group: (cg, dh_rows, dw_pitch).
- * The pitch also covers what the last group of eight outputs of a row reads (one
- * float more at stride 2), so no read needs a bounds check. */
-static void conv_direct_dims(const conv2d_params *p, int *rows, int *pitch)
+/* A zero-padded copy of one image-group's input, (cg, rows, pitch), which the direct
+ * path and the batched im2col read instead of the input: no tap then needs a bounds
+ * check.  The pitch also covers what the last group of eight outputs of a row reads
+ * (one float more at stride 2). */
+static void conv_pad_dims(const conv2d_params *p, int *rows, int *pitch)
 {
     const long ow8 = p->out_w > 8 ? p->out_w : 8;
     long w = (long)p->in_w + 2L * p->pad_w;
@@ -146,17 +156,31 @@ size_t conv2d_scratch_floats_batch(const conv2d_params *p, int max_batch)
         return 0;
     if (conv_is_direct(p)) {
         int rows, pitch;
-        conv_direct_dims(p, &rows, &pitch);
+        conv_pad_dims(p, &rows, &pitch);
         return conv_direct_wfloats(p) + (size_t)(p->in_c / p->groups) * rows * pitch;
     }
     const size_t k = (size_t)(p->in_c / p->groups) * p->k_h * p->k_w;
-    size_t s = conv_is_pointwise(p) ? 0 : k * conv_block_rows(p) * p->out_w;
+    size_t s = 0;
+    if (!conv_is_pointwise(p)) {
+        /* one im2col block; when it is the whole image, also the padded copy it is
+         * made from */
+        const int block = conv_block_rows(p);
+        s = k * block * p->out_w;
+        if (block == p->out_h) {
+            int rows, pitch;
+            conv_pad_dims(p, &rows, &pitch);
+            s += (size_t)(p->in_c / p->groups) * rows * pitch;
+        }
+    }
     int imgs = conv_batch_images(p);
     if (imgs > max_batch)
         imgs = max_batch;
     if (imgs > 1) {
-        /* col (K, imgs*HW), then the GEMM's output (out_c/g, imgs*HW) */
-        const size_t b = (size_t)imgs * p->out_h * p->out_w * (k + (size_t)(p->out_c / p->groups));
+        /* col (K, imgs*HW), the GEMM's output (out_c/g, imgs*HW), one padded image-group */
+        int rows, pitch;
+        conv_pad_dims(p, &rows, &pitch);
+        const size_t b = (size_t)imgs * p->out_h * p->out_w * (k + (size_t)(p->out_c / p->groups)) +
+                         (conv_is_pointwise(p) ? 0 : (size_t)(p->in_c / p->groups) * rows * pitch);
         if (b > s)
             s = b;
     }
@@ -419,6 +443,87 @@ static void conv_depthwise(const conv2d_params *p, int n, const float *x, const 
     }
 }
 
+/* Copy one image-group x (cg, in_h, in_w) into the interior of its padded buffer
+ * (cg, rows, pitch); the border, zeroed once by the caller, is never written. */
+static void conv_pad_copy(const conv2d_params *p, int cg, const float *x, int pitch, int rows,
+                          float *xpad)
+{
+    const size_t in_plane = (size_t)p->in_h * p->in_w, pad_plane = (size_t)rows * pitch;
+    for (int c = 0; c < cg; c++)
+        for (int iy = 0; iy < p->in_h; iy++)
+            memcpy(xpad + c * pad_plane + (size_t)(iy + p->pad_h) * pitch + p->pad_w,
+                   x + c * in_plane + (size_t)iy * p->in_w, sizeof(float) * p->in_w);
+}
+
+/* One output row of one col row: d[ox] = s[ox*stride] for ox < ow, eight at a time,
+ * the last group shifted left to end at ow (two groups, no loop, for the common
+ * 8..16); rows narrower than eight go through a copy so nothing lands past
+ * d[ow - 1].  Inlined with a constant stride. */
+static inline __attribute__((always_inline)) void conv_copy_row(const float *s, int stride,
+                                                                int ow, float *d)
+{
+    v8f v, u;
+    if (ow < 8) {
+        float t[8];
+        load8(&v, s, stride);
+        memcpy(t, &v, sizeof v);
+        for (int i = 0; i < ow; i++)
+            d[i] = t[i];
+    } else if (ow <= 16) {
+        load8(&v, s, stride);
+        load8(&u, s + (size_t)(ow - 8) * stride, stride);
+        memcpy(d, &v, sizeof v);
+        memcpy(d + ow - 8, &u, sizeof u);
+    } else {
+        for (int ox = 0; ox < ow; ox += 8) {
+            if (ox + 8 > ow)
+                ox = ow - 8;
+            load8(&v, s + (size_t)ox * stride, stride);
+            memcpy(d + ox, &v, sizeof v);
+        }
+    }
+}
+
+/* conv_im2col_padded's loops for one stride (1, 2, or any when 0: scalar). */
+static inline __attribute__((always_inline)) void
+conv_im2col_padded_body(const conv2d_params *p, int cg, const float *xpad, int pitch, int rows,
+                        float *col, size_t ld, int stride)
+{
+    const int oh = p->out_h, ow = p->out_w, sw = p->stride_w;
+    const size_t pad_plane = (size_t)rows * pitch, row_step = (size_t)p->stride_h * pitch;
+    for (int c = 0; c < cg; c++)
+        for (int ky = 0; ky < p->k_h; ky++)
+            for (int kx = 0; kx < p->k_w; kx++, col += ld) {
+                const float *s = xpad + c * pad_plane + (size_t)ky * p->dil_h * pitch +
+                                 (size_t)kx * p->dil_w;
+                float *d = col;
+                for (int oy = 0; oy < oh; oy++, s += row_step, d += ow) {
+                    if (stride)
+                        conv_copy_row(s, stride, ow, d);
+                    else
+                        for (int ox = 0; ox < ow; ox++)
+                            d[ox] = s[(size_t)ox * sw];
+                }
+            }
+}
+
+/* im2col of a whole image-group from its padded copy: col (cg*kh*kw, oh*ow), row
+ * stride ld.  With padding already in place every col row is oh plain (or stride 2)
+ * row copies: no memset, no border fix-ups, no calls, which is where the generic
+ * conv_im2col spends its time on the small planes the batched path takes (a 14x14
+ * plane: 196 floats per col row, 3 calls and 14-28 fix-ups). */
+OPS_SIMD_CLONES
+static void conv_im2col_padded(const conv2d_params *p, int cg, const float *xpad, int pitch,
+                               int rows, float *col, size_t ld)
+{
+    if (p->stride_w == 1)
+        conv_im2col_padded_body(p, cg, xpad, pitch, rows, col, ld, 1);
+    else if (p->stride_w == 2)
+        conv_im2col_padded_body(p, cg, xpad, pitch, rows, col, ld, 2);
+    else
+        conv_im2col_padded_body(p, cg, xpad, pitch, rows, col, ld, 0);
+}
+
 /* y[i] = act(src[i] + bias) over n floats: the batched path's copy back to NCHW,
  * with the epilogue fused into it for the kinds that are one vector op. */
 OPS_SIMD_CLONES
@@ -449,26 +554,39 @@ static void conv_store_plane(const float *src, float *dst, size_t n, float bias,
 
 /* nb images side by side: for each group, col (K, nb*HW) from im2col (or, for a 1x1
  * conv, the input planes copied as they are), one GEMM into out (out_c/g, nb*HW),
- * then each image's planes stored to y through the epilogue. */
-static void conv_batched(const conv2d_params *p, int nb, const float *x, const float *w,
-                         const float *bias, act_kind act, float act_alpha, float *y,
-                         float *scratch)
+ * then each image's planes stored to y through the epilogue.  Scratch: col, out,
+ * then one padded image-group for the im2col. */
+static void conv_batched(const conv2d_params *p, int nb, int blk, const float *x,
+                         const float *w, const float *bias, act_kind act, float act_alpha,
+                         float *y, float *scratch, bool *pad_zeroed)
 {
     const int cg = p->in_c / p->groups, ocg = p->out_c / p->groups;
     const int k = cg * p->k_h * p->k_w;
     const size_t spatial = (size_t)p->out_h * p->out_w, cols = (size_t)nb * spatial;
     const size_t in_plane = (size_t)p->in_h * p->in_w;
     const bool pointwise = conv_is_pointwise(p);
-    float *col = scratch, *out = scratch + (size_t)k * cols;
+    /* offsets sized for the call's largest block (blk images), so the padded buffer
+     * never moves and its zero border is written once per call */
+    const size_t max_cols = (size_t)blk * spatial;
+    float *col = scratch, *out = scratch + (size_t)k * max_cols;
+    float *xpad = out + (size_t)ocg * max_cols;
+    int rows, pitch;
+    conv_pad_dims(p, &rows, &pitch);
+    if (!pointwise && !*pad_zeroed) {
+        memset(xpad, 0, sizeof(float) * (size_t)cg * rows * pitch);
+        *pad_zeroed = true;
+    }
     for (int g = 0; g < p->groups; g++) {
         for (int i = 0; i < nb; i++) {
             const float *xg = x + ((size_t)i * p->in_c + (size_t)g * cg) * in_plane;
-            if (pointwise)
+            if (pointwise) {
                 for (int c = 0; c < cg; c++)
                     memcpy(col + (size_t)c * cols + i * spatial, xg + c * in_plane,
                            sizeof(float) * spatial);
-            else
-                conv_im2col(p, cg, xg, 0, p->out_h, col + i * spatial, cols);
+            } else {
+                conv_pad_copy(p, cg, xg, pitch, rows, xpad);
+                conv_im2col_padded(p, cg, xpad, pitch, rows, col + i * spatial, cols);
+            }
         }
         blas_sgemm(false, false, ocg, (int)cols, k, 1.0f, w + (size_t)g * ocg * k, k, col,
                    (int)cols, 0.0f, out, (int)cols);
@@ -515,12 +633,31 @@ conv_direct_tile(const float *xr, const int *tap, int k, const float *wt, const 
         a6 += wk[6] * v;
         a7 += wk[7] * v;
     }
-    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
     const v8f zero = {0};
+    if (relu) {
+        a0 = (v8f)((v8i)a0 & ~(a0 < zero));
+        a1 = (v8f)((v8i)a1 & ~(a1 < zero));
+        a2 = (v8f)((v8i)a2 & ~(a2 < zero));
+        a3 = (v8f)((v8i)a3 & ~(a3 < zero));
+        a4 = (v8f)((v8i)a4 & ~(a4 < zero));
+        a5 = (v8f)((v8i)a5 & ~(a5 < zero));
+        a6 = (v8f)((v8i)a6 & ~(a6 < zero));
+        a7 = (v8f)((v8i)a7 & ~(a7 < zero));
+    }
+    if (valid == CONV_DIRECT_OC && lanes == 8) { /* the common case: eight full rows */
+        memcpy(yo, &a0, sizeof a0);
+        memcpy(yo + plane, &a1, sizeof a1);
+        memcpy(yo + 2 * plane, &a2, sizeof a2);
+        memcpy(yo + 3 * plane, &a3, sizeof a3);
+        memcpy(yo + 4 * plane, &a4, sizeof a4);
+        memcpy(yo + 5 * plane, &a5, sizeof a5);
+        memcpy(yo + 6 * plane, &a6, sizeof a6);
+        memcpy(yo + 7 * plane, &a7, sizeof a7);
+        return;
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
     for (int j = 0; j < valid; j++) {
         v8f v = a[j];
-        if (relu)
-            v = (v8f)((v8i)v & ~(v < zero));
         if (lanes == 8) {
             memcpy(yo + j * plane, &v, sizeof v);
         } else {
@@ -587,7 +724,7 @@ static void conv_direct(const conv2d_params *p, int n, const float *x, const flo
     const size_t spatial = (size_t)p->out_h * p->out_w;
     const size_t in_plane = (size_t)p->in_h * p->in_w;
     int rows, pitch;
-    conv_direct_dims(p, &rows, &pitch);
+    conv_pad_dims(p, &rows, &pitch);
     const size_t pad_plane = (size_t)rows * pitch;
 
     /* Weights packed per tile as (K, 8), so a tap's eight weights are adjacent. */
@@ -644,15 +781,28 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
     const bool pointwise = conv_is_pointwise(p);
 
     int img = 0;
-    const int per_gemm = conv_batch_images(p);
-    if (per_gemm > 1 && n > 1)
+    /* images per GEMM: no more than n, so the scratch of conv2d_scratch_floats_batch
+     * for any max_batch >= n holds the block */
+    const int per_gemm = conv_batch_images(p) < n ? conv_batch_images(p) : n;
+    bool pad_zeroed = false;
+    if (per_gemm > 1)
         for (; img < n; img += per_gemm) {
             const int nb = n - img < per_gemm ? n - img : per_gemm;
-            conv_batched(p, nb, x + (size_t)img * p->in_c * in_plane, w, bias, act, act_alpha,
-                         y + (size_t)img * p->out_c * spatial, scratch);
+            conv_batched(p, nb, per_gemm, x + (size_t)img * p->in_c * in_plane, w, bias, act,
+                         act_alpha, y + (size_t)img * p->out_c * spatial, scratch, &pad_zeroed);
         }
 
+    /* Per image.  A plane small enough for one im2col block is made from a padded
+     * copy (conv_im2col_padded, as the batched path does); larger ones in blocks of
+     * rows straight from the input. */
     const int rows = conv_block_rows(p);
+    const bool whole = !pointwise && rows == p->out_h;
+    int pad_rows = 0, pitch = 0;
+    float *xpad = scratch + (size_t)k * spatial;
+    if (whole && img < n) {
+        conv_pad_dims(p, &pad_rows, &pitch);
+        memset(xpad, 0, sizeof(float) * (size_t)cg * pad_rows * pitch);
+    }
     for (; img < n; img++) {
         for (int g = 0; g < g_count; g++) {
             const float *xg = x + ((size_t)img * p->in_c + (size_t)g * cg) * in_plane;
@@ -661,6 +811,11 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
             if (pointwise) {
                 blas_sgemm(false, false, ocg, spatial, k, 1.0f, wg, k, xg, spatial, 0.0f, yg,
                            spatial);
+            } else if (whole) {
+                conv_pad_copy(p, cg, xg, pitch, pad_rows, xpad);
+                conv_im2col_padded(p, cg, xpad, pitch, pad_rows, scratch, (size_t)spatial);
+                blas_sgemm(false, false, ocg, spatial, k, 1.0f, wg, k, scratch, spatial, 0.0f,
+                           yg, spatial);
             } else {
                 for (int oy0 = 0; oy0 < p->out_h; oy0 += rows) {
                     const int r = p->out_h - oy0 < rows ? p->out_h - oy0 : rows;

@@ -95,6 +95,27 @@ maxpool_vec8(v8f *m, const float *xp, int in_w, int hs, int he, int kw, int stri
 {
     *m = (v8f){-INFINITY, -INFINITY, -INFINITY, -INFINITY,
                -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    if (stride == 2 && kw == 2) {
+        /* the common 2x2/2: fold the rows over 16 contiguous floats first, then
+         * take the max of each even/odd pair (half the shuffles and compares) */
+        v8f lo = *m, hi = *m, v;
+        for (int iy = hs; iy < he; iy++) {
+            const float *xr = xp + (size_t)iy * in_w + (ox * 2 - pad_w);
+            memcpy(&v, xr, sizeof v);
+            vmax_nan(&lo, &v);
+            memcpy(&v, xr + 8, sizeof v);
+            vmax_nan(&hi, &v);
+        }
+#ifdef __clang__
+        *m = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+        v = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+        *m = __builtin_shuffle(lo, hi, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
+        v = __builtin_shuffle(lo, hi, (v8i){1, 3, 5, 7, 9, 11, 13, 15});
+#endif
+        vmax_nan(m, &v);
+        return;
+    }
     for (int iy = hs; iy < he; iy++) {
         const float *xr = xp + (size_t)iy * in_w + (ox * stride - pad_w);
         for (int kx = 0; kx < kw; kx++) {
@@ -108,10 +129,13 @@ maxpool_vec8(v8f *m, const float *xp, int in_w, int hs, int he, int kw, int stri
 /* The interior outputs [ox_lo, ox_hi) of one row, where every tap is in bounds.
  * Eight at a time, the last group shifted left to end at ox_hi.  A row with fewer
  * than eight still takes one group: its extra lanes read on into the next row and
- * are garbage, so only the interior lanes are kept, through a copy. */
+ * are garbage.  They are stored all the same when y has room (y_end): every lane
+ * past ox_hi belongs to this row's right border or to a later row, which are
+ * written after this one and overwrite it; only at the end of y are the valid
+ * lanes copied out one by one. */
 static inline __attribute__((always_inline)) void
 maxpool_row_vec(const float *xp, int in_w, int hs, int he, int kw, int stride, int pad_w,
-                int ox_lo, int ox_hi, float *yr)
+                int ox_lo, int ox_hi, float *yr, const float *y_end)
 {
     v8f m;
     if (ox_hi - ox_lo >= 8) {
@@ -124,6 +148,10 @@ maxpool_row_vec(const float *xp, int in_w, int hs, int he, int kw, int stride, i
         return;
     }
     maxpool_vec8(&m, xp, in_w, hs, he, kw, stride, pad_w, ox_lo);
+    if (yr + ox_lo + 8 <= y_end) {
+        memcpy(yr + ox_lo, &m, sizeof m);
+        return;
+    }
     float t[8];
     memcpy(t, &m, sizeof m);
     for (int i = 0; i < ox_hi - ox_lo; i++)
@@ -136,7 +164,8 @@ maxpool_row_vec(const float *xp, int in_w, int hs, int he, int kw, int stride, i
  * tap (stride 2's odd float, a narrow row's spare lanes): a row whose reads would
  * leave the input buffer (x_end), the very last rows only, goes scalar whole. */
 OPS_SIMD_CLONES
-static void maxpool_plane(const pool2d_params *p, const float *xp, const float *x_end, float *yp)
+static void maxpool_plane(const pool2d_params *p, const float *xp, const float *x_end, float *yp,
+                          const float *y_end)
 {
     const int in_w = p->in_w, pw = p->pad_w, sw = p->stride_w, kw = p->k_w;
     int ox_lo, ox_hi;
@@ -152,9 +181,9 @@ static void maxpool_plane(const pool2d_params *p, const float *xp, const float *
             xp + (size_t)(he - 1) * in_w + ((long)(group_end - 1) * sw - pw + kw - 1 + (sw == 2)) <
                 x_end) {
             if (sw == 1)
-                maxpool_row_vec(xp, in_w, hs, he, kw, 1, pw, ox_lo, ox_hi, yr);
+                maxpool_row_vec(xp, in_w, hs, he, kw, 1, pw, ox_lo, ox_hi, yr, y_end);
             else
-                maxpool_row_vec(xp, in_w, hs, he, kw, 2, pw, ox_lo, ox_hi, yr);
+                maxpool_row_vec(xp, in_w, hs, he, kw, 2, pw, ox_lo, ox_hi, yr, y_end);
             skip_lo = ox_lo, skip_hi = ox_hi;
         }
         for (int ox = 0; ox < p->out_w; ox++) {
@@ -181,9 +210,11 @@ void maxpool2d_forward(const pool2d_params *p, int n, const float *x, float *y)
 {
     const size_t planes = (size_t)n * p->c;
     const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
-    const float *x_end = x + planes * in_plane;
+    /* planes in order: maxpool_row_vec's spare lanes rely on later rows being
+     * written later */
+    const float *x_end = x + planes * in_plane, *y_end = y + planes * out_plane;
     for (size_t pl = 0; pl < planes; pl++)
-        maxpool_plane(p, x + pl * in_plane, x_end, y + pl * out_plane);
+        maxpool_plane(p, x + pl * in_plane, x_end, y + pl * out_plane, y_end);
 }
 
 void avgpool2d_forward(const pool2d_params *p, int n, const float *x, float *y)

@@ -268,8 +268,10 @@ def evaluate(out, heldout, args):
     for _ in range(args.eval_examples // 32):
         exs = [maker.example(rng, all_mask=True) for _ in range(32)]
         ids, types, mask, rows, cols, labels, nsp = collate(exs, tok.pad_id)
-        mlm_logits, nsp_logits = model(ids, types, mask)
-        top5 = mlm_logits[rows, cols].topk(5, dim=-1).indices
+        # the same as model(ids, types, mask), with the LM head run at the masked positions only
+        seq, pooled = model.bert(ids, types, mask)
+        nsp_logits = model.cls.seq_relationship(pooled)
+        top5 = model.cls.predictions(seq[rows, cols]).topk(5, dim=-1).indices
         n1 += (top5[:, 0] == labels).sum().item()
         n5 += (top5 == labels[:, None]).any(-1).sum().item()
         total += len(labels)
@@ -513,7 +515,9 @@ def main():
     export(model, config, args, args.out, state, interim)
     metrics = evaluate(args.out, heldout, args)
     write_readme(args.out, config, args, state, metrics, interim)
-    print(json.dumps({k: v for k, v in metrics.items()}, indent=1), flush=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "examples"}), flush=True)
+    for text, top in metrics["examples"]:
+        print(f"  {text} -> {top}", flush=True)
     print(f"exported {'interim ' if interim else ''}model at step {step} -> {args.out}", flush=True)
 
 
