@@ -37,7 +37,6 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <string.h>
-#include <stdlib.h> /* TUNE-ONLY */
 
 #include "engine/ops/simd.h"
 
@@ -107,13 +106,10 @@ static int conv_batch_images(const conv2d_params *p)
     const size_t spatial = (size_t)p->out_h * p->out_w;
     const size_t k = (size_t)(p->in_c / p->groups) * p->k_h * p->k_w;
     const size_t ocg = (size_t)(p->out_c / p->groups);
-    /* TUNE-ONLY */ static long bc = -1, bb = -1;
-    if (bc < 0) { const char *e = getenv("CONV_BATCH_COLS"); bc = e ? atol(e) : CONV_BATCH_COLS;
-                  e = getenv("CONV_BATCH_BYTES"); bb = e ? atol(e) : CONV_BATCH_BYTES; }
-    if (spatial == 0 || spatial >= (size_t)bc)
+    if (spatial == 0 || spatial >= CONV_BATCH_COLS)
         return 1;
-    size_t imgs = (bc + spatial - 1) / spatial;
-    const size_t fit = bb / (sizeof(float) * (k + ocg) * spatial);
+    size_t imgs = (CONV_BATCH_COLS + spatial - 1) / spatial;
+    const size_t fit = CONV_BATCH_BYTES / (sizeof(float) * (k + ocg) * spatial);
     if (imgs > fit)
         imgs = fit;
     return imgs > 1 ? (int)imgs : 1;
@@ -686,10 +682,17 @@ conv_direct_row(const conv2d_params *p, const float *xrow, const int *tap, int k
     }
 }
 
-/* Every output channel of one image-group from its padded copy xpad.  The build is
- * ISO C (-std=c11), which turns floating-point contraction off; this loop is
- * nothing but multiply-adds, so it asks for FMA itself (about 1.6x on Zen 4). */
-OPS_SIMD_CLONES __attribute__((optimize("fp-contract=fast")))
+/* The build is ISO C (-std=c11), which turns floating-point contraction off; the
+ * direct loop is nothing but multiply-adds, so it asks GCC for FMA itself (about
+ * 1.6x on Zen 4).  Clang has no per-function switch and keeps mul + add. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONV_FMA __attribute__((optimize("fp-contract=fast")))
+#else
+#define CONV_FMA
+#endif
+
+/* Every output channel of one image-group from its padded copy xpad. */
+OPS_SIMD_CLONES CONV_FMA
 static void conv_direct_image(const conv2d_params *p, int ocg, const float *xpad, int pitch,
                               const int *tap, int k, const float *wpk, const float *bias_g,
                               bool relu, float *yg)
