@@ -310,21 +310,31 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
     return status;
 }
 
+/* Parses a request body: NULL with err (400) when it is empty or not JSON.  example
+ * is a valid body, quoted in the message so the client sees what to send. */
+static json_t *load_body(const char *body, size_t len, const char *example, proto_error *err)
+{
+    if (len == 0) {
+        perr(err, 400, "empty body: send a JSON object such as %s", example);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (root == NULL)
+        perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)", jerr.text,
+             jerr.line, jerr.column);
+    return root;
+}
+
 static const char *const classify_fields[] = {"image", "images", "pixels", "top_k"};
 
 int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, int n_labels,
                          int max_images, proto_classify_req *out, proto_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (len == 0)
-        return perr(err, 400, "empty body: send a JSON object such as "
-                              "{\"image\": \"<base64 PNG>\", \"top_k\": 5}");
-
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *root = load_body(body, len, "{\"image\": \"<base64 PNG>\", \"top_k\": 5}", err);
     if (root == NULL)
-        return perr(err, 400, "body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                    jerr.line, jerr.column);
+        return err->status;
 
     int status = 0;
     if (!json_is_object(root)) {
@@ -614,14 +624,10 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
                           proto_fill_mask_req *out, proto_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (len == 0)
-        return perr(err, 400, "empty body: send a JSON object such as "
-                              "{\"text\": \"The [MASK] sat on the mat.\", \"top_k\": 5}");
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *root =
+        load_body(body, len, "{\"text\": \"The [MASK] sat on the mat.\", \"top_k\": 5}", err);
     if (root == NULL)
-        return perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)",
-                    jerr.text, jerr.line, jerr.column);
+        return err->status;
 
     int status = 0;
     wordpiece_specials sp;
@@ -760,14 +766,10 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
                               proto_next_sentence_req *out, proto_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (len == 0)
-        return perr(err, 400, "empty body: send a JSON object such as "
-                              "{\"text_a\": \"I went out.\", \"text_b\": \"It was raining.\"}");
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *root = load_body(
+        body, len, "{\"text_a\": \"I went out.\", \"text_b\": \"It was raining.\"}", err);
     if (root == NULL)
-        return perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)",
-                    jerr.text, jerr.line, jerr.column);
+        return err->status;
 
     int status = 0;
     wordpiece_specials sp;
