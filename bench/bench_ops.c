@@ -16,7 +16,7 @@
  * Every time is the 20th percentile of its repetitions, not the median: this is
  * for attributing time between nodes on shared, noisy machines, where noise only
  * ever adds, so a low percentile is the steadier estimate of what the code costs.
- * (bench_cnn reports medians; compare the two with that in mind.)
+ * (bench_engine reports medians; compare the two with that in mind.)
  *
  * How a node runs alone: a full forward first fills every activation slice with
  * real values; then a one-node view of the graph (same node, same planned offsets)
@@ -39,29 +39,14 @@
 #include <time.h>
 
 #include "engine/blas.h"
+#include "bench/bench_util.h"
 #include "engine/engine.h"
 #include "engine/graph.h"
 #include "engine/model.h"
 #include "proto/model_dir.h"
 
-/* FP32 peak per Zen 4 core, and the benchmark machines' cores: as bench_cnn */
-#define CORE_PEAK_GFLOPS 116.5
-#define CORES 2
 #define MIN_REPS 3
 #define MAX_REPS 500
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void *xalloc(size_t floats)
 {
@@ -113,18 +98,18 @@ static void run_gemm(timing_ctx *t)
 static double time_low(void (*fn)(timing_ctx *), timing_ctx *t, double seconds)
 {
     fn(t); /* warm: caches, BLAS pool, page faults */
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     fn(t);
-    double one = now_ms() - t0;
+    double one = bench_now_ms() - t0;
     int reps = (int)(seconds * 1e3 / (one > 1e-4 ? one : 1e-4));
     reps = reps < MIN_REPS ? MIN_REPS : reps > MAX_REPS ? MAX_REPS : reps;
     double ms[MAX_REPS];
     for (int i = 0; i < reps; i++) {
-        t0 = now_ms();
+        t0 = bench_now_ms();
         fn(t);
-        ms[i] = now_ms() - t0;
+        ms[i] = bench_now_ms() - t0;
     }
-    qsort(ms, (size_t)reps, sizeof ms[0], cmp_double);
+    qsort(ms, (size_t)reps, sizeof ms[0], bench_cmp_double);
     return ms[reps / 5];
 }
 
@@ -190,7 +175,7 @@ int main(int argc, char **argv)
     }
     const int batch = parse_int(pos[1], "BATCH", 1, 65536);
     engine_set_blas_threads(threads);
-    const double peak = CORE_PEAK_GFLOPS * (threads < CORES ? threads : CORES);
+    const double peak = bench_peak_gflops(threads);
 
     engine_err err = { { 0 } };
     model_dir md;

@@ -1,11 +1,14 @@
-// bench_ort.mjs — ONNX Runtime peer of bench_cnn: the same model, the same measurement.
+// bench_ort.mjs — ONNX Runtime peer of bench_engine: the same model, the same measurement.
 //
-//   node bench_ort.mjs [--threads N] [--iters K] [--warmup W] MODEL.onnx BATCH
+//   node bench_ort.mjs [--threads N] [--iters K] [--warmup W] MODEL.onnx BATCH [SEQ]
 //
 // MODEL.onnx comes from `prepare.py onnx MODEL_DIR BATCH MODEL.onnx`, which also
-// writes MODEL.json (model name, fixed input shape, FLOPs per sample) beside it.
-// Prints one line in bench_cnn's format, with "ort" in place of "modeld":
+// writes MODEL.json (model name, fixed input shape, FLOPs per sample) beside it,
+// or for a BERT from `prepare.py onnx-bert MODEL_DIR BATCH SEQ MODEL.onnx` (its
+// MODEL.json has kind "bert", seq and the int64 inputs).
+// Prints one line in bench_engine's format, with "ort" in place of "modeld":
 //   ort <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
+// and for a BERT " seq=T" at the end (images_per_s then counts sequences).
 //
 // Set up as docs/PERFORMANCE.md describes: npm onnxruntime-node 1.30.0
 // (its bundled CPU library), installed with ONNXRUNTIME_NODE_INSTALL=skip into a
@@ -18,14 +21,14 @@ import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-const CORE_PEAK_GFLOPS = 116.5; // as bench_cnn: 233 GFLOP/s at 2 threads
+const CORE_PEAK_GFLOPS = 116.5; // as bench_engine: 233 GFLOP/s at 2 threads
 const CORES = 2;
 const AUTO_SECONDS = 2.0;
 const MIN_ITERS = 5;
 const MAX_ITERS = 2000;
 
 function usage() {
-  console.error('usage: node bench_ort.mjs [--threads N] [--iters K] [--warmup W] MODEL.onnx BATCH');
+  console.error('usage: node bench_ort.mjs [--threads N] [--iters K] [--warmup W] MODEL.onnx BATCH [SEQ]');
   process.exit(2);
 }
 
@@ -38,7 +41,7 @@ function parseIntArg(s, what, lo) {
   return v;
 }
 
-// Nearest rank, as bench_cnn computes it.
+// Nearest rank, as bench_engine computes it.
 function percentile(sorted, q) {
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[i];
@@ -68,15 +71,21 @@ for (let i = 0; i < args.length; i++) {
   else if (args[i].startsWith('-')) usage();
   else pos.push(args[i]);
 }
-if (pos.length !== 2) usage();
-const [onnxPath, batchArg] = pos;
+if (pos.length !== 2 && pos.length !== 3) usage();
+const [onnxPath, batchArg, seqArg] = pos;
 const batch = parseIntArg(batchArg, 'BATCH', 1);
 
 const meta = JSON.parse(readFileSync(onnxPath.replace(/\.onnx$/, '') + '.json', 'utf8'));
+const isBert = meta.kind === 'bert';
 if (meta.batch !== batch) {
   console.error(`bench_ort: ${onnxPath} was exported for batch ${meta.batch}, not ${batch}`);
   process.exit(2);
 }
+if (isBert && (seqArg === undefined || parseIntArg(seqArg, 'SEQ', 1) !== meta.seq)) {
+  console.error(`bench_ort: ${onnxPath} was exported for seq ${meta.seq}, not ${seqArg ?? '(none)'}`);
+  process.exit(2);
+}
+if (!isBert && seqArg !== undefined) usage();
 
 const ortDir = process.env.MODELD_ORT_DIR || '/tmp/modeld-ort';
 const ort = createRequire(path.join(path.resolve(ortDir), 'package.json'))('onnxruntime-node');
@@ -87,11 +96,33 @@ const session = await ort.InferenceSession.create(onnxPath, {
   graphOptimizationLevel: 'all',
 });
 
-const numel = meta.shape.reduce((a, b) => a * b, 1);
-const data = new Float32Array(numel);
-const normal = normalStream(12345);
-for (let i = 0; i < numel; i++) data[i] = normal();
-const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', data, meta.shape) };
+// prepare.py's bert_workload(), restated: [CLS], 1000 + (i*7919 + b*31) % 20000
+// at position i of sequence b, [SEP] last, one [MASK] at seq/2
+function bertFeeds(seq) {
+  const ids = new BigInt64Array(batch * seq);
+  const maskPos = new BigInt64Array(batch);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < seq; i++) ids[b * seq + i] = BigInt(1000 + (i * 7919 + b * 31) % 20000);
+    ids[b * seq] = 101n;
+    ids[b * seq + seq - 1] = 102n;
+    ids[b * seq + Math.floor(seq / 2)] = 103n;
+    maskPos[b] = BigInt(Math.floor(seq / 2));
+  }
+  const data = { input_ids: ids, mask_positions: maskPos };
+  const feeds = {};
+  for (const inp of meta.inputs) feeds[inp.name] = new ort.Tensor('int64', data[inp.name], inp.shape);
+  return feeds;
+}
+
+function imageFeeds() {
+  const numel = meta.shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(numel);
+  const normal = normalStream(12345);
+  for (let i = 0; i < numel; i++) data[i] = normal();
+  return { [session.inputNames[0]]: new ort.Tensor('float32', data, meta.shape) };
+}
+
+const feeds = isBert ? bertFeeds(meta.seq) : imageFeeds();
 
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 let last = 0;
@@ -116,5 +147,5 @@ const peak = CORE_PEAK_GFLOPS * Math.min(threads, CORES);
 console.log(`ort ${meta.name} batch=${batch} median_ms=${median.toFixed(4)} ` +
   `p10_ms=${percentile(ms, 0.1).toFixed(4)} images_per_s=${(batch * 1e3 / median).toFixed(1)} ` +
   `gflops=${gflops.toFixed(2)} peak_pct=${(100 * gflops / peak).toFixed(1)} ` +
-  `iters=${iters} threads=${threads}`);
+  `iters=${iters} threads=${threads}` + (isBert ? ` seq=${meta.seq}` : ''));
 await session.release();

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""PyTorch peer of bench_cnn: the same model directory, the same measurement.
+"""PyTorch peer of bench_engine: the same model directory, the same measurement.
 
-    bench_torch.py [--threads N] [--iters K] [--warmup W] MODEL_DIR BATCH
+    bench_torch.py [--threads N] [--iters K] [--warmup W] MODEL_DIR BATCH [SEQ]
 
-Prints one line in bench_cnn's format, with "torch" in place of "modeld":
+Prints one line in bench_engine's format, with "torch" in place of "modeld":
     torch <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
+and for a BERT directory (config.json with model_type "bert"; SEQ required)
+" seq=T" at the end, images_per_s then counting sequences.
 
 PyTorch is set up at its best, as docs/PERFORMANCE.md describes:
 Debian's torch links the system BLAS, so run.sh starts this with
@@ -15,6 +17,11 @@ torch.inference_mode(); the module is the one load_model_dir() rebuilds from
 the directory, i.e. the weights modeld runs.  Conv layers go through oneDNN
 (mkldnn) as torch 1.13 chooses by default; nothing is traced or scripted,
 because a server running a plain eager module is the peer we compare with.
+
+A BERT runs prepare.py's workload through tests/bert_reference.py (the
+golden tests' oracle, Hugging Face's module and key names) loaded from
+model.safetensors: the encoder over the whole batch, then the MLM head on
+the mask rows only (prepare.mlm_at_positions()).
 """
 
 import argparse
@@ -32,13 +39,13 @@ sys.path.insert(0, BENCH)
 import prepare  # noqa: E402  (also puts tools/ on sys.path)
 import export_model  # noqa: E402
 
-CORE_PEAK_GFLOPS, CORES = 116.5, 2  # as bench_cnn: 233 GFLOP/s at 2 threads
+CORE_PEAK_GFLOPS, CORES = 116.5, 2  # as bench_engine: 233 GFLOP/s at 2 threads
 AUTO_SECONDS = 2.0
 MIN_ITERS, MAX_ITERS = 5, 2000
 
 
 def percentile(sorted_ms, q):
-    """Nearest rank, as bench_cnn computes it."""
+    """Nearest rank, as bench_engine computes it."""
     i = max(0, min(len(sorted_ms) - 1, math.ceil(q * len(sorted_ms)) - 1))
     return sorted_ms[i]
 
@@ -50,19 +57,37 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("model_dir")
     p.add_argument("batch", type=int)
+    p.add_argument("seq", type=int, nargs="?", help="sequence length, BERT only")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, config, _ = export_model.load_model_dir(args.model_dir)
-    shape = prepare.input_shape(config)
-    flops = prepare.count_flops(model, shape)
-    x = torch.randn(args.batch, *shape, generator=torch.Generator().manual_seed(0))
+    bert = prepare.is_bert_dir(args.model_dir)
+    if bert:
+        if args.seq is None:
+            p.error("a BERT directory needs SEQ")
+        model, config = prepare.load_bert(args.model_dir)
+        prepare.check_seq(config, args.seq)
+        flops = prepare.bert_flops(config, args.seq)
+        ids, positions = prepare.bert_workload(args.batch, args.seq)
+
+        def forward():
+            return prepare.mlm_at_positions(model, ids, positions)
+    else:
+        if args.seq is not None:
+            p.error("SEQ is for BERT directories only")
+        model, config, _ = export_model.load_model_dir(args.model_dir)
+        shape = prepare.input_shape(config)
+        flops = prepare.count_flops(model, shape)
+        x = torch.randn(args.batch, *shape, generator=torch.Generator().manual_seed(0))
+
+        def forward():
+            return model(x)
 
     with torch.inference_mode():
         last = 0.0
         for i in range(max(args.warmup, 1 if args.iters == 0 else 0)):
             t0 = time.perf_counter()
-            model(x)
+            forward()
             last = (time.perf_counter() - t0) * 1e3
         iters = args.iters
         if iters == 0:
@@ -70,7 +95,7 @@ def main():
         ms = []
         for _ in range(iters):
             t0 = time.perf_counter()
-            model(x)
+            forward()
             ms.append((time.perf_counter() - t0) * 1e3)
     ms.sort()
     median = percentile(ms, 0.5)
@@ -80,7 +105,7 @@ def main():
     print(f"torch {name} batch={args.batch} median_ms={median:.4f} "
           f"p10_ms={percentile(ms, 0.1):.4f} images_per_s={args.batch * 1e3 / median:.1f} "
           f"gflops={gflops:.2f} peak_pct={100 * gflops / peak:.1f} iters={iters} "
-          f"threads={torch.get_num_threads()}")
+          f"threads={torch.get_num_threads()}" + (f" seq={args.seq}" if bert else ""))
     return 0
 
 

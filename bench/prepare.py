@@ -6,6 +6,11 @@
                                       MODEL_DIR as ONNX (opset 14, fixed batch) for
                                       ONNX Runtime, plus OUT.json: name, input shape,
                                       FLOPs per sample
+    prepare.py bert DIR               BERT-base (BertForMaskedLM) with random weights
+                                      -> DIR, as save_pretrained writes it
+    prepare.py onnx-bert MODEL_DIR BATCH SEQ OUT.onnx
+                                      the BERT workload below as ONNX (opset 14, fixed
+                                      shapes), plus OUT.json: inputs, FLOPs per sequence
 
 Every peer runs the very same weights: the ResNets go through
 tools/export_model.py and the ONNX graph is exported from the module that
@@ -19,6 +24,17 @@ few seconds of export per row.
 
 count_flops() is also bench_torch.py's, so both Python peers count what
 engine_model_flops() counts: 2 per multiply-add of convolutions and linears.
+
+The BERT rows (bert-base@SEQ:BATCH) time masked-token prediction, the
+daemon's fill-mask work, identically on every peer (bert_workload()):
+BATCH sequences of exactly SEQ tokens, no padding, one [MASK] each at SEQ/2,
+segment 0 throughout, and the MLM head (dense, GELU, LayerNorm, decoder)
+run only on the mask rows, because a server computes only the logits it
+returns: run over every token, the decoder (2*D*V FLOPs a token) would add a
+quarter to the encoder's work at seq 128.  The NSP head is not computed.
+bert_flops() is the one count of that work that every peer reports against.
+The weights are BERT's initialisation (normal, std 0.02); random weights
+time the same as trained ones.
 """
 
 import json
@@ -33,6 +49,10 @@ sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "tools"))
 import export_model  # noqa: E402
+from safetensors_io import save_file  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "tests"))
+import bert_reference  # noqa: E402
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -90,11 +110,146 @@ def make_onnx(model_dir, batch, out_path):
         json.dump(meta, f)
 
 
+# token ids the workload uses; the placeholder vocab.txt puts the specials where
+# bert-base-uncased has them
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
+
+
+def is_bert_dir(model_dir):
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("model_type") == "bert"
+
+
+def bert_flops(config, seq, n_mask=1):
+    """FLOPs of one sequence of seq tokens with n_mask masked: 2 per multiply-add.
+
+    Per layer and token: Q, K, V and attention output projections 4 * 2*D*D,
+    the feed-forward 2 * 2*D*I; per layer, scores Q.K^T and probabilities.V
+    2 * 2*T*T*D.  Then on each mask row only: the head's dense 2*D*D and the
+    decoder 2*D*V.  Embeddings, LayerNorms, softmax, GELU and biases are
+    element-wise and left out, as count_flops() leaves out the CNNs' own:
+        L*(T*(8*D*D + 4*D*I) + 4*T*T*D) + n_mask*(2*D*D + 2*D*V)
+    """
+    L, D = config.num_hidden_layers, config.hidden_size
+    I, V, T = config.intermediate_size, config.vocab_size, seq
+    return L * (T * (8 * D * D + 4 * D * I) + 4 * T * T * D) + n_mask * (2 * D * D + 2 * D * V)
+
+
+def check_seq(config, seq):
+    # [CLS], [MASK] at seq/2 and [SEP] need three distinct positions
+    if not 3 <= seq <= config.max_position_embeddings:
+        raise ValueError(f"SEQ {seq}: must be 3..{config.max_position_embeddings}")
+
+
+def bert_workload(batch, seq):
+    """-> input_ids (batch, seq) int64, mask_positions (batch,) int64.
+
+    Every peer builds these same ids (bench_ort.mjs restates this):
+    [CLS], then 1000 + (i*7919 + b*31) % 20000 at position i of sequence b,
+    [SEP] last, [MASK] at seq // 2."""
+    i = torch.arange(seq)[None, :]
+    b = torch.arange(batch)[:, None]
+    ids = 1000 + (i * 7919 + b * 31) % 20000
+    ids[:, 0], ids[:, -1], ids[:, seq // 2] = CLS_ID, SEP_ID, MASK_ID
+    return ids, torch.full((batch,), seq // 2, dtype=torch.int64)
+
+
+def mlm_at_positions(model, input_ids, mask_positions):
+    """BertForMaskedLM -> MLM logits (B, V) at one position per sequence.
+
+    No attention mask or token types are passed: with no padding the mask
+    is all ones and segment 0 throughout, which is what BertModel assumes
+    when they are absent.  The head runs on the gathered rows only."""
+    seq, _ = model.bert(input_ids)                                    # (B,T,D)
+    B, T, D = seq.shape
+    rows = seq.reshape(B * T, D).index_select(0, torch.arange(B) * T + mask_positions)
+    return model.cls(rows)                                            # (B,V)
+
+
+def make_bert(out_dir):
+    if os.path.exists(os.path.join(out_dir, "model.safetensors")):
+        return
+    torch.manual_seed(0)
+    config = bert_reference.BertConfig()    # its defaults are bert-base's
+    # the constructor applies HF's _init_weights: normal(0, 0.02) weights and
+    # embeddings, zero biases and padding row, LayerNorm 1 and 0
+    model = bert_reference.BertForMaskedLM(config).eval()
+    # ... except that there the tied decoder is initialised after the embedding,
+    # overwriting the zeroed [PAD] row; HF ties after initialising
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight[PAD_ID].zero_()
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config.to_hf_dict(architectures=("BertForMaskedLM",)), f, indent=2,
+                  sort_keys=True)
+        f.write("\n")
+    specials = {PAD_ID: "[PAD]", UNK_ID: "[UNK]", CLS_ID: "[CLS]", SEP_ID: "[SEP]",
+                MASK_ID: "[MASK]"}
+    with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        for i in range(config.vocab_size):
+            f.write(specials.get(i, f"tok{i}") + "\n")
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"do_lower_case": True, "model_max_length": 512,
+                   "tokenizer_class": "BertTokenizer"}, f, indent=2)
+    # the weights last, so an interrupted run is redone rather than half-used
+    tmp = os.path.join(out_dir, "model.safetensors.tmp")
+    save_file(bert_reference.hf_state_dict(model), tmp, metadata={"format": "pt"})
+    os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
+
+
+def load_bert(model_dir):
+    return bert_reference.load_model_dir(model_dir, cls=bert_reference.BertForMaskedLM)
+
+
+class _MaskedLMAtPositions(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, mask_positions):
+        return mlm_at_positions(self.model, input_ids, mask_positions)
+
+
+def make_onnx_bert(model_dir, batch, seq, out_path):
+    """Inputs input_ids (B,T) and mask_positions (B,), both int64; output (B,V).
+
+    There is no attention_mask or token_type_ids input: the workload has no
+    padding and one segment, so the additive mask is a constant zero (one
+    small Add per layer remains) and the token-type and position embeddings
+    fold into one constant at session creation.  ONNX Runtime's own
+    optimizer (level 'all') fuses the LayerNorms, residual adds, GELUs and
+    bias-GEMMs of this graph; its Attention fusion does not fire, with or
+    without a mask input, because it matches only the mask pattern of older
+    Hugging Face exports (and the onnxruntime Python package, whose offline
+    optimizer fuses more, is not in Debian), so the graph is the plain
+    export, as for the CNNs."""
+    model, config = load_bert(model_dir)
+    check_seq(config, seq)
+    ids, pos = bert_workload(batch, seq)
+    with torch.no_grad():
+        torch.onnx.export(_MaskedLMAtPositions(model), (ids, pos), out_path, opset_version=14,
+                          input_names=["input_ids", "mask_positions"], output_names=["logits"])
+    meta = {"name": os.path.basename(os.path.normpath(model_dir)), "kind": "bert",
+            "batch": batch, "seq": seq,
+            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [batch, seq]},
+                       {"name": "mask_positions", "dtype": "int64", "shape": [batch]}],
+            "flops_per_sample": bert_flops(config, seq)}
+    with open(os.path.splitext(out_path)[0] + ".json", "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "resnet":
         make_resnet(argv[1], argv[2])
     elif len(argv) == 4 and argv[0] == "onnx":
         make_onnx(argv[1], int(argv[2]), argv[3])
+    elif len(argv) == 2 and argv[0] == "bert":
+        make_bert(argv[1])
+    elif len(argv) == 5 and argv[0] == "onnx-bert":
+        make_onnx_bert(argv[1], int(argv[2]), int(argv[3]), argv[4])
     else:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2

@@ -1,15 +1,19 @@
 #!/bin/sh
 # run.sh — modeld's engine against PyTorch and ONNX Runtime, one Markdown table.
 #
-# `make benchmark` runs this from the build directory (it builds bench/bench_cnn
-# first); by hand:  BENCH_CNN=/path/to/build/bench/bench_cnn bench/run.sh
+# `make benchmark` runs this from the build directory (it builds bench/bench_engine
+# first); by hand:  BENCH_ENGINE=/path/to/build/bench/bench_engine bench/run.sh
+# (BENCH_CNN, the old name, is still read)
 #
 # What it does, and why:
 #   1. Makes the inputs in a scratch directory (BENCH_DIR, default
 #      $TMPDIR/modeld-bench, reused between runs): ResNet-50 and ResNet-18 with
-#      random weights through tools/export_model.py, and one ONNX file per
-#      (model, batch) for ONNX Runtime, exported from the same weights.  The
-#      default model is read from models/fashion in the source tree.
+#      random weights through tools/export_model.py, BERT-base with random
+#      weights as a Hugging Face directory (prepare.py bert), and one ONNX file
+#      per row for ONNX Runtime, exported from the same weights.  The default
+#      model is read from models/fashion in the source tree.  A BERT row times
+#      BATCH sequences of SEQ tokens, no padding, MLM logits at one [MASK] per
+#      sequence (prepare.py's docstring has the workload and its FLOP count).
 #   2. For every row, runs the three peers one after another, BENCH_ROUNDS times
 #      (default 3), rotating which goes first: the machines are shared and noisy,
 #      so a ratio only means something when both sides saw the same minute
@@ -19,25 +23,27 @@
 #      $BENCH_DIR/raw.txt and the table in $BENCH_DIR/results.md.
 #
 # Every peer gets BENCH_THREADS threads (default 2, the machine's cores):
-#   modeld  bench_cnn --threads N (engine_set_blas_threads, once)
+#   modeld  bench_engine --threads N (engine_set_blas_threads, once)
 #   torch   /usr/bin/python3 with the OpenMP OpenBLAS, OMP/OPENBLAS_NUM_THREADS=N,
 #           torch.set_num_threads(N)
 #   ort     npm onnxruntime-node 1.30.0 in MODELD_ORT_DIR (default /tmp/modeld-ort,
 #           outside the repository; installed there if missing), intra-op N, inter-op 1
 # A peer that cannot run is left out with a message; its columns read "—".
-# About 4 minutes on 2 quiet cores with the default rows, up to 10 on a busy machine.
+# About 10 minutes on 2 quiet cores with the default rows (half of it the BERT rows),
+# up to 20 on a busy machine; the first run spends about 2 more making the BERT inputs.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/modeld-bench}
-BENCH_CNN=${BENCH_CNN:-./bench/bench_cnn}
+BENCH_ENGINE=${BENCH_ENGINE:-${BENCH_CNN:-./bench/bench_engine}}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_THREADS=${BENCH_THREADS:-2}
 BENCH_AGG=${BENCH_AGG:-best}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
-# model:batch pairs; the model is resnet50, resnet18 or fashion
-BENCH_ROWS=${BENCH_ROWS:-"resnet50:1 resnet50:16 resnet18:1 fashion:1 fashion:64"}
+# model:batch pairs; the model is resnet50, resnet18, fashion or bert-base@SEQ
+BENCH_ROWS=${BENCH_ROWS:-"resnet50:1 resnet50:16 resnet18:1 fashion:1 fashion:64
+    bert-base@128:1 bert-base@128:8 bert-base@16:1 bert-base@16:8"}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
 MODELD_ORT_DIR=${MODELD_ORT_DIR:-/tmp/modeld-ort}
 OPENBLAS_OPENMP=${OPENBLAS_OPENMP:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
@@ -48,8 +54,8 @@ export MODELD_ORT_DIR
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 # ---- peers available? ----------------------------------------------------------
-if [ ! -x "$BENCH_CNN" ]; then
-    say "no bench_cnn at '$BENCH_CNN': run 'make benchmark' in a build directory, or set BENCH_CNN"
+if [ ! -x "$BENCH_ENGINE" ]; then
+    say "no bench_engine at '$BENCH_ENGINE': run 'make benchmark' in a build directory, or set BENCH_ENGINE"
     exit 1
 fi
 have_torch=yes
@@ -87,17 +93,38 @@ fi
 
 # ---- inputs ----------------------------------------------------------------------
 mkdir -p "$BENCH_DIR/onnx"
+# a row's name is its model, and for a BERT the sequence length: bert-base@128
 model_dir() {
     case $1 in
     fashion) echo "$BENCH_FASHION_DIR" ;;
-    *) echo "$BENCH_DIR/$1" ;;
+    *) echo "$BENCH_DIR/${1%%@*}" ;;
+    esac
+}
+seq_of() {
+    case $1 in
+    *@*) echo "${1#*@}" ;;
     esac
 }
 rows=
 for row in $BENCH_ROWS; do
     name=${row%%:*} batch=${row#*:}
     dir=$(model_dir "$name")
+    seq=$(seq_of "$name")
     case $name in
+    bert-base@*)
+        case $seq in
+        '' | *[!0-9]*) say "bad sequence length in '$row' (bert-base@SEQ:BATCH)"; exit 1 ;;
+        esac
+        if [ ! -f "$dir/model.safetensors" ]; then
+            if [ "$have_torch" = no ]; then
+                say "skipping $row: no PyTorch to make bert-base"
+                continue
+            fi
+            say "making $dir (random weights)"
+            "$PY" "$here/prepare.py" bert "$dir" >&2
+        fi
+        ;;
+    *@*) say "unknown model '$name' in BENCH_ROWS"; exit 1 ;;
     resnet*)
         if [ ! -f "$dir/model.safetensors" ]; then
             if [ "$have_torch" = no ]; then
@@ -121,7 +148,11 @@ for row in $BENCH_ROWS; do
         # re-export when the weights changed (a retrained default model)
         if [ ! -f "$onnx" ] || [ -n "$(find "$dir/model.safetensors" -newer "$onnx")" ]; then
             say "exporting $onnx"
-            "$PY" "$here/prepare.py" onnx "$dir" "$batch" "$onnx" >&2 || rm -f "$onnx"
+            if [ -n "$seq" ]; then
+                "$PY" "$here/prepare.py" onnx-bert "$dir" "$batch" "$seq" "$onnx" >&2 || rm -f "$onnx"
+            else
+                "$PY" "$here/prepare.py" onnx "$dir" "$batch" "$onnx" >&2 || rm -f "$onnx"
+            fi
         fi
     fi
     rows="$rows $row"
@@ -132,22 +163,24 @@ raw=$BENCH_DIR/raw.txt
 : >"$raw"
 run_peer() { # peer name batch
     dir=$(model_dir "$2")
+    # the sequence length, for a BERT row, is every peer's last argument
+    seq=$(seq_of "$2")
     common="--threads $BENCH_THREADS --warmup $BENCH_WARMUP"
     case $1 in
     modeld)
         # shellcheck disable=SC2086
-        "$BENCH_CNN" $common "$dir" "$3" ;;
+        "$BENCH_ENGINE" $common "$dir" "$3" $seq ;;
     torch)
         [ "$have_torch" = yes ] || return 0
         # shellcheck disable=SC2086
         LD_LIBRARY_PATH=$OPENBLAS_OPENMP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
             OMP_NUM_THREADS=$BENCH_THREADS OPENBLAS_NUM_THREADS=$BENCH_THREADS \
-            "$PY" "$here/bench_torch.py" $common "$dir" "$3" ;;
+            "$PY" "$here/bench_torch.py" $common "$dir" "$3" $seq ;;
     ort)
         onnx=$BENCH_DIR/onnx/$2.b$3.onnx
         [ "$have_ort" = yes ] && [ -f "$onnx" ] || return 0
         # shellcheck disable=SC2086
-        node "$here/bench_ort.mjs" $common "$onnx" "$3" ;;
+        node "$here/bench_ort.mjs" $common "$onnx" "$3" $seq ;;
     esac
 }
 start=$(date +%s)
@@ -178,7 +211,7 @@ done
 
 # ---- the table ----------------------------------------------------------------------
 table() {
-    echo "| workload | modeld ms | img/s | GFLOP/s | % peak | PyTorch ms | ratio vs PyTorch | ORT ms | ratio vs ORT |"
+    echo "| workload | modeld ms | items/s | GFLOP/s | % peak | PyTorch ms | ratio vs PyTorch | ORT ms | ratio vs ORT |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for row in $rows; do
         name=${row%%:*} batch=${row#*:}
@@ -204,7 +237,8 @@ table() {
             function ratio(a, b) { return (a < 0 || b < 0) ? "—" : sprintf("%.2f×", a / b) }
             END {
                 label = name == "resnet50" ? "ResNet-50 224×224" : name == "resnet18" ? "ResNet-18 224×224" \
-                      : name == "fashion" ? "Fashion-MNIST CNN" : name
+                      : name == "fashion" ? "Fashion-MNIST CNN" \
+                      : name ~ /^bert-base@/ ? "BERT-base seq " substr(name, 11) : name
                 sub(/batch=/, "", batch)
                 m = pick("modeld"); t = pick("torch"); o = pick("ort")
                 printf "| %s batch %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label, batch, fmt(m),
@@ -217,6 +251,7 @@ table() {
     echo
     echo "Median of each run, $BENCH_AGG of $BENCH_ROUNDS interleaved rounds; $BENCH_THREADS thread(s) each;" \
         "ratio = peer ms / modeld ms (> 1: modeld faster); % peak of 116.5 GFLOP/s FP32 per core used." \
+        "items/s: images, or for BERT sequences (MLM logits at one [MASK] each, no padding)." \
         "Load average (1/5/15 min) at start $load_start, at end $load_end: above ~1 on 2 cores," \
         "someone else was running and the times are inflated."
 }

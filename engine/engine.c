@@ -17,6 +17,7 @@
 
 #include "engine/model.h"
 #include "engine/models/builders.h"
+#include "engine/parallel.h"
 
 const char *engine_status_str(engine_status s)
 {
@@ -193,6 +194,13 @@ engine_status engine_session_open(const engine_model *m, engine_session **out, e
         return engine_fail(err, ENGINE_ERR_NOMEM, "out of memory for a %zu-byte session arena",
                            bytes);
     }
+    /* as many threads as BLAS may use: the two take turns, never run together */
+    engine_status st = par_pool_open(engine_blas_threads(), &s->pool, err);
+    if (st != ENGINE_OK) {
+        arena_free(&s->a);
+        free(s);
+        return st;
+    }
     *out = s;
     return ENGINE_OK;
 }
@@ -201,6 +209,7 @@ void engine_session_close(engine_session *s)
 {
     if (!s)
         return;
+    par_pool_close(s->pool);
     arena_free(&s->a);
     free(s);
 }
@@ -227,5 +236,5 @@ engine_status engine_bert_forward(engine_session *s, const engine_bert_seq *seqs
     if (s->m->kind != ENGINE_MODEL_BERT)
         return engine_fail(err, ENGINE_ERR_INVALID, "engine_bert_forward on a model that is "
                            "not a BERT");
-    return bert_forward(s->m->bert, &s->a, seqs, n, mlm, nsp, err);
+    return bert_forward(s->m->bert, &s->a, s->pool, seqs, n, mlm, nsp, err);
 }

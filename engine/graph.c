@@ -67,7 +67,7 @@ static void linear_run(const graph_node *nd, int n, const float *x, const float 
                        float *scratch)
 {
     (void)x1, (void)scratch;
-    linear_forward(n, nd->p.linear.in, nd->p.linear.out, x, nd->weight, nd->bias, nd->act,
+    linear_forward(NULL, n, nd->p.linear.in, nd->p.linear.out, x, nd->weight, nd->bias, nd->act,
                    nd->act_alpha, y);
 }
 static void maxpool_run(const graph_node *nd, int n, const float *x, const float *x1, float *y,

@@ -27,6 +27,7 @@ struct engine_model {
 struct engine_session {
     const engine_model *m;
     arena a;                /* sized at open from the model's plan */
+    struct par_pool *pool;  /* engine/parallel.h: the session's own threads, owned */
 };
 
 #endif

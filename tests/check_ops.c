@@ -186,6 +186,25 @@ START_TEST(test_activations)
 }
 END_TEST
 
+/* GELU runs a vector erf (A&S 7.1.26, PyTorch's formula) and a vector exp: sweep a
+ * fine grid over the range where erf is not yet saturated, every lane position. */
+START_TEST(test_gelu_grid)
+{
+    enum { N = 20001 };
+    float *y = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++)
+        y[i] = -10.0f + 1e-3f * (float)i;
+    act_apply(ACT_GELU, 0.0f, y, N);
+    for (int i = 0; i < N; i++) {
+        const double v = -10.0f + 1e-3f * (float)i;
+        const double want = ref_act(ACT_GELU, 0.0f, v);
+        ck_assert_msg(fabs(y[i] - want) <= 1e-7 * (1.0 + fabs(v)) + 1e-6 * fabs(want),
+                      "gelu(%.9g) = %.9g, want %.9g", v, y[i], want);
+    }
+    free(y);
+}
+END_TEST
+
 START_TEST(test_activation_nan)
 {
     /* PyTorch keeps NaN through the ReLU family; a max-based select would not. */
@@ -525,14 +544,18 @@ END_TEST
 START_TEST(test_linear)
 {
     rng r = {7};
-    static const int shapes[][3] = {{1, 64, 10}, {3, 17, 5}, {1, 9, 1}, {4, 1, 3}, {2, 128, 33}};
+    /* rows on both sides of the few-rows kernel's limit (16), every remainder of its
+     * 4-row and 3-output blocks, `in` with and without a tail past 8 */
+    static const int shapes[][3] = {{1, 64, 10}, {3, 17, 5}, {1, 9, 1}, {4, 1, 3}, {2, 128, 33},
+                                    {16, 40, 7}, {17, 24, 8}, {7, 19, 4}, {33, 72, 3},
+                                    {5, 8, 2}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t k = 0; k < N_ACTS; k++) {
             const int n = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
             const bool with_bias = (s + k) % 2;
             float *x = rand_buf(&r, (size_t)n * in), *w = rand_buf(&r, (size_t)out * in);
             float *b = with_bias ? rand_buf(&r, out) : NULL, *y = rand_buf(&r, (size_t)n * out);
-            double want[4 * 33], scale[4 * 33];
+            double want[33 * 33], scale[33 * 33];
             const float alpha = act_alpha_for(all_acts[k]);
             for (int i = 0; i < n; i++)
                 for (int o = 0; o < out; o++) {
@@ -544,7 +567,7 @@ START_TEST(test_linear)
                     want[i * out + o] = ref_act(all_acts[k], alpha, sum);
                     scale[i * out + o] = as;
                 }
-            linear_forward(n, in, out, x, w, b, all_acts[k], alpha, y);
+            linear_forward(NULL, n, in, out, x, w, b, all_acts[k], alpha, y);
             long bad = first_mismatch(y, want, scale, (size_t)n * out);
             ck_assert_msg(bad < 0, "linear %dx%d->%d act %d: y[%ld]=%g want %g", n, in, out,
                           all_acts[k], bad, bad < 0 ? 0 : y[bad], bad < 0 ? 0 : want[bad]);
@@ -811,7 +834,7 @@ START_TEST(test_softmax)
             ck_assert_float_eq_tol(x[i][j], want[i][j], 1e-6f);
 
     rng r = {11};
-    enum { R = 3, C = 1000 };
+    enum { R = 3, C = 1003 }; /* a tail past the vector width */
     float *z = rand_buf(&r, R * C), *z0 = malloc(sizeof(float) * R * C);
     for (int i = 0; i < R * C; i++)
         z[i] *= 30.0f;
@@ -879,6 +902,7 @@ static Suite *ops_suite(void)
     tc = tcase_create("elementwise");
     tcase_add_test(tc, test_add_forward);
     tcase_add_test(tc, test_softmax);
+    tcase_add_test(tc, test_gelu_grid);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "engine/ops/ops.h"
+#include "engine/parallel.h"
 
 /* Bounds that keep every size product far from int and size_t overflow; real BERTs
  * sit orders of magnitude below them. */
@@ -397,6 +398,7 @@ typedef struct bert_work {
     float *scores;  /* (max_len, max_len) one head's attention scores: at most max_len
                      * queries (the last layer's are blocked to that) by max_len keys */
     int *rows;      /* (Rm) packed row of each selected row: masks, then [CLS] */
+    par_pool *pool; /* the session's threads, for the few-rows linears */
 } bert_work;
 
 static size_t work_sizes(const bert_model *b, size_t sizes[7])
@@ -439,15 +441,15 @@ static bool work_carve(const bert_model *b, arena *a, bert_work *w)
 
 /* Everything after self-attention, over `rows` rows: x = LN(x + attn W_o), then
  * x = LN(x + FFN(x)).  tmp (rows, D) and hid (rows, I) are scratch. */
-static void layer_tail(const bert_model *b, const bert_layer *w, int rows, const float *attn,
-                       float *x, float *tmp, float *hid)
+static void layer_tail(const bert_model *b, par_pool *pool, const bert_layer *w, int rows,
+                       const float *attn, float *x, float *tmp, float *hid)
 {
     const int D = b->d, I = b->inter;
     const float eps = b->cfg.layer_norm_eps;
-    linear_forward(rows, D, D, attn, w->attn_out_w, w->attn_out_b, ACT_NONE, 0.0f, tmp);
+    linear_forward(pool, rows, D, D, attn, w->attn_out_w, w->attn_out_b, ACT_NONE, 0.0f, tmp);
     add_layernorm_rows(rows, D, x, tmp, w->ln1_g, w->ln1_b, eps, x);
-    linear_forward(rows, D, I, x, w->ffn_in_w, w->ffn_in_b, b->act, 0.0f, hid);
-    linear_forward(rows, I, D, hid, w->ffn_out_w, w->ffn_out_b, ACT_NONE, 0.0f, tmp);
+    linear_forward(pool, rows, D, I, x, w->ffn_in_w, w->ffn_in_b, b->act, 0.0f, hid);
+    linear_forward(pool, rows, I, D, hid, w->ffn_out_w, w->ffn_out_b, ACT_NONE, 0.0f, tmp);
     add_layernorm_rows(rows, D, x, tmp, w->ln2_g, w->ln2_b, eps, x);
 }
 
@@ -456,7 +458,7 @@ static void layer_full(const bert_model *b, const bert_layer *w, const bert_work
                        const engine_bert_seq *seqs, int n, int T)
 {
     const int D = b->d, D3 = 3 * b->d;
-    linear_forward(T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
+    linear_forward(k->pool, T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
     size_t off = 0;
     for (int s = 0; s < n; s++) {
         const int len = seqs[s].len;
@@ -465,7 +467,7 @@ static void layer_full(const bert_model *b, const bert_layer *w, const bert_work
                           k->ctx + off * D, D, k->scores);
         off += (size_t)len;
     }
-    layer_tail(b, w, T, k->ctx, k->x, k->ta, k->big);
+    layer_tail(b, k->pool, w, T, k->ctx, k->x, k->ta, k->big);
 }
 
 /* The last layer on the selected rows only (S of them: n_masks mask rows, then, when
@@ -475,7 +477,7 @@ static void layer_last(const bert_model *b, const bert_layer *w, const bert_work
                        bool masks, bool cls)
 {
     const int D = b->d, D3 = 3 * b->d;
-    linear_forward(T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
+    linear_forward(k->pool, T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
     gather_rows(S, D, k->rows, k->big, D3, k->ta); /* the selected rows' queries */
     size_t off = 0, m = 0;
     for (int s = 0; s < n; s++) {
@@ -497,7 +499,7 @@ static void layer_last(const bert_model *b, const bert_layer *w, const bert_work
         off += (size_t)len;
     }
     gather_rows(S, D, k->rows, k->x, D, k->ctx); /* their residual stream */
-    layer_tail(b, w, S, k->tb, k->ctx, k->ta, k->big);
+    layer_tail(b, k->pool, w, S, k->tb, k->ctx, k->ta, k->big);
 }
 
 /* Checks every request value the forward will index with. */
@@ -551,8 +553,9 @@ static engine_status check_batch(const bert_model *b, const engine_bert_seq *seq
     return ENGINE_OK;
 }
 
-engine_status bert_forward(const bert_model *b, arena *a, const engine_bert_seq *seqs, int n,
-                           float *mlm, float *nsp, engine_err *err)
+engine_status bert_forward(const bert_model *b, arena *a, par_pool *pool,
+                           const engine_bert_seq *seqs, int n, float *mlm, float *nsp,
+                           engine_err *err)
 {
     int T = 0, M = 0;
     engine_status st = check_batch(b, seqs, n, mlm != NULL, nsp != NULL, &T, &M, err);
@@ -566,6 +569,7 @@ engine_status bert_forward(const bert_model *b, arena *a, const engine_bert_seq 
     if (!work_carve(b, a, &k))
         return engine_fail(err, ENGINE_ERR_NOMEM, "session arena too small for this model "
                            "(a planning bug)");
+    k.pool = pool;
     const int D = b->d;
     const float eps = b->cfg.layer_norm_eps;
 
@@ -591,14 +595,14 @@ engine_status bert_forward(const bert_model *b, arena *a, const engine_bert_seq 
 
     /* Heads on the selected rows of k.ctx: masks first, then [CLS]. */
     if (mlm && M > 0) {
-        linear_forward(M, D, D, k.ctx, b->head_w, b->head_b, b->act, 0.0f, k.ta);
+        linear_forward(pool, M, D, D, k.ctx, b->head_w, b->head_b, b->act, 0.0f, k.ta);
         layernorm_rows(M, D, k.ta, b->head_ln_g, b->head_ln_b, eps, k.ta);
-        linear_forward(M, D, b->vocab, k.ta, b->decoder, b->decoder_b, ACT_NONE, 0.0f, mlm);
+        linear_forward(pool, M, D, b->vocab, k.ta, b->decoder, b->decoder_b, ACT_NONE, 0.0f, mlm);
     }
     if (cls) {
-        linear_forward(n, D, D, k.ctx + (size_t)M * D, b->pool_w, b->pool_b, ACT_TANH, 0.0f,
+        linear_forward(pool, n, D, D, k.ctx + (size_t)M * D, b->pool_w, b->pool_b, ACT_TANH, 0.0f,
                        k.tb);
-        linear_forward(n, D, 2, k.tb, b->nsp_w, b->nsp_b, ACT_NONE, 0.0f, nsp);
+        linear_forward(pool, n, D, 2, k.tb, b->nsp_w, b->nsp_b, ACT_NONE, 0.0f, nsp);
     }
     return ENGINE_OK;
 }

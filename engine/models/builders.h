@@ -41,8 +41,11 @@ int bert_max_tokens(const bert_model *b);
  * attention scores and the heads depend on lengths and masks and are not counted. */
 double bert_flops_per_token(const bert_model *b);
 size_t bert_arena_bytes(const bert_model *b);
-/* engine_bert_forward's contract; a is reset and used for every activation. */
-engine_status bert_forward(const bert_model *b, arena *a, const engine_bert_seq *seqs, int n,
-                           float *mlm, float *nsp, engine_err *err);
+/* engine_bert_forward's contract; a is reset and used for every activation, pool
+ * (or NULL) runs the engine's own parallel kernels. */
+struct par_pool;
+engine_status bert_forward(const bert_model *b, arena *a, struct par_pool *pool,
+                           const engine_bert_seq *seqs, int n, float *mlm, float *nsp,
+                           engine_err *err);
 
 #endif

@@ -7,7 +7,7 @@
  *       y_g (out_c/g, oh*ow) = W_g (out_c/g, in_c/g*kh*kw) x col (in_c/g*kh*kw, oh*ow),
  *     done in blocks of output rows so each col block is still in L2 when BLAS packs it;
  *   - 1x1, stride 1, no padding: the input plane already is the col matrix, GEMM on it;
- *   - batched (n > 1, plane under CONV_BATCH_COLS outputs): the col matrices of a
+ *   - batched (n > 1, plane of at most 512 outputs): the col matrices of a
  *     block of images side by side, (K, imgs*oh*ow), one GEMM for the block, then
  *     each image's planes stored to y with bias and activation.  A 14x14 plane gives
  *     a per-image GEMM of N = 196 columns, where OpenBLAS runs at ~60% of what it
@@ -77,10 +77,15 @@ enum { CONV_BLOCK_BYTES = 1 << 20, CONV_MIN_COLS = 256 };
 
 /* Batched path: a GEMM over one image's plane has N = out_h*out_w columns, too few
  * on small planes (196 at 14x14, 49 at 7x7) for OpenBLAS to run well or to use a
- * second thread.  Below CONV_BATCH_COLS columns, the col matrices of several images
- * go side by side into one GEMM of about CONV_BATCH_COLS columns, as long as that
- * col block stays under CONV_BATCH_BYTES. */
-enum { CONV_BATCH_COLS = 2048, CONV_BATCH_BYTES = 4 << 20 };
+ * second thread.  On planes of at most CONV_BATCH_MAX_PLANE outputs, the col
+ * matrices of several images go side by side into one GEMM of about
+ * CONV_BATCH_COLS columns, as long as the block (col and GEMM output) stays under
+ * CONV_BATCH_BYTES.  Measured on 2 threads, batch 16: ResNet-50's 7x7 layers
+ * 1.35-1.56x, its 14x14 ones 1.0-1.12x, the Fashion CNN's 14x14 conv ~1.15x; but a
+ * 28x28 plane (784) already runs near OpenBLAS's best alone, and batching its 1x1
+ * convs only added the copy (0.67x), hence the plane limit.  The 4 MiB block
+ * measured a little better than 1 or 2 MiB on the Fashion CNN. */
+enum { CONV_BATCH_MAX_PLANE = 512, CONV_BATCH_COLS = 2048, CONV_BATCH_BYTES = 4 << 20 };
 
 /* Direct path: with K = in_c/g*kh*kw this small (a first layer on 1 or 3 channels)
  * a GEMM only streams its output; a register-blocked loop does the same arithmetic
@@ -106,7 +111,7 @@ static int conv_batch_images(const conv2d_params *p)
     const size_t spatial = (size_t)p->out_h * p->out_w;
     const size_t k = (size_t)(p->in_c / p->groups) * p->k_h * p->k_w;
     const size_t ocg = (size_t)(p->out_c / p->groups);
-    if (spatial == 0 || spatial >= CONV_BATCH_COLS)
+    if (spatial == 0 || spatial > CONV_BATCH_MAX_PLANE)
         return 1;
     size_t imgs = (CONV_BATCH_COLS + spatial - 1) / spatial;
     const size_t fit = CONV_BATCH_BYTES / (sizeof(float) * (k + ocg) * spatial);
@@ -136,6 +141,19 @@ static void conv_pad_dims(const conv2d_params *p, int *rows, int *pitch)
     *rows = p->in_h + 2 * p->pad_h;
 }
 
+/* Floats of the padded copy the GEMM paths' im2col reads, or 0 where it reads the
+ * input itself: a 1x1 conv needs no im2col, and without padding the generic im2col
+ * has no borders to fill (a padded copy of a strided 1x1's input would be 4x its
+ * output). */
+static size_t conv_pad_floats(const conv2d_params *p)
+{
+    if (conv_is_pointwise(p) || (p->pad_h == 0 && p->pad_w == 0))
+        return 0;
+    int rows, pitch;
+    conv_pad_dims(p, &rows, &pitch);
+    return (size_t)(p->in_c / p->groups) * rows * pitch;
+}
+
 /* Packed weights: per group, tiles of CONV_DIRECT_OC output channels, (K, 8) each,
  * zero-filled past out_c/g. */
 static size_t conv_direct_wfloats(const conv2d_params *p)
@@ -161,22 +179,15 @@ size_t conv2d_scratch_floats_batch(const conv2d_params *p, int max_batch)
         /* one im2col block; when it is the whole image, also the padded copy it is
          * made from */
         const int block = conv_block_rows(p);
-        s = k * block * p->out_w;
-        if (block == p->out_h) {
-            int rows, pitch;
-            conv_pad_dims(p, &rows, &pitch);
-            s += (size_t)(p->in_c / p->groups) * rows * pitch;
-        }
+        s = k * block * p->out_w + (block == p->out_h ? conv_pad_floats(p) : 0);
     }
     int imgs = conv_batch_images(p);
     if (imgs > max_batch)
         imgs = max_batch;
     if (imgs > 1) {
-        /* col (K, imgs*HW), the GEMM's output (out_c/g, imgs*HW), one padded image-group */
-        int rows, pitch;
-        conv_pad_dims(p, &rows, &pitch);
+        /* col (K, imgs*HW), the GEMM's output (out_c/g, imgs*HW), the padded copy */
         const size_t b = (size_t)imgs * p->out_h * p->out_w * (k + (size_t)(p->out_c / p->groups)) +
-                         (conv_is_pointwise(p) ? 0 : (size_t)(p->in_c / p->groups) * rows * pitch);
+                         conv_pad_floats(p);
         if (b > s)
             s = b;
     }
@@ -551,7 +562,7 @@ static void conv_store_plane(const float *src, float *dst, size_t n, float bias,
 /* nb images side by side: for each group, col (K, nb*HW) from im2col (or, for a 1x1
  * conv, the input planes copied as they are), one GEMM into out (out_c/g, nb*HW),
  * then each image's planes stored to y through the epilogue.  Scratch: col, out,
- * then one padded image-group for the im2col. */
+ * then the padded copy of one image-group (conv_pad_floats). */
 static void conv_batched(const conv2d_params *p, int nb, int blk, const float *x,
                          const float *w, const float *bias, act_kind act, float act_alpha,
                          float *y, float *scratch, bool *pad_zeroed)
@@ -566,10 +577,11 @@ static void conv_batched(const conv2d_params *p, int nb, int blk, const float *x
     const size_t max_cols = (size_t)blk * spatial;
     float *col = scratch, *out = scratch + (size_t)k * max_cols;
     float *xpad = out + (size_t)ocg * max_cols;
+    const size_t pad_floats = conv_pad_floats(p);
     int rows, pitch;
     conv_pad_dims(p, &rows, &pitch);
-    if (!pointwise && !*pad_zeroed) {
-        memset(xpad, 0, sizeof(float) * (size_t)cg * rows * pitch);
+    if (pad_floats && !*pad_zeroed) {
+        memset(xpad, 0, sizeof(float) * pad_floats);
         *pad_zeroed = true;
     }
     for (int g = 0; g < p->groups; g++) {
@@ -579,9 +591,11 @@ static void conv_batched(const conv2d_params *p, int nb, int blk, const float *x
                 for (int c = 0; c < cg; c++)
                     memcpy(col + (size_t)c * cols + i * spatial, xg + c * in_plane,
                            sizeof(float) * spatial);
-            } else {
+            } else if (pad_floats) {
                 conv_pad_copy(p, cg, xg, pitch, rows, xpad);
                 conv_im2col_padded(p, cg, xpad, pitch, rows, col + i * spatial, cols);
+            } else {
+                conv_im2col(p, cg, xg, 0, p->out_h, col + i * spatial, cols);
             }
         }
         blas_sgemm(false, false, ocg, (int)cols, k, 1.0f, w + (size_t)g * ocg * k, k, col,
@@ -795,16 +809,16 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
                          act_alpha, y + (size_t)img * p->out_c * spatial, scratch, &pad_zeroed);
         }
 
-    /* Per image.  A plane small enough for one im2col block is made from a padded
-     * copy (conv_im2col_padded, as the batched path does); larger ones in blocks of
-     * rows straight from the input. */
+    /* Per image.  A padded plane small enough for one im2col block is made from a
+     * padded copy (conv_im2col_padded, as the batched path does); the others in
+     * blocks of rows straight from the input. */
     const int rows = conv_block_rows(p);
-    const bool whole = !pointwise && rows == p->out_h;
+    const bool whole = rows == p->out_h && conv_pad_floats(p) > 0;
     int pad_rows = 0, pitch = 0;
     float *xpad = scratch + (size_t)k * spatial;
     if (whole && img < n) {
         conv_pad_dims(p, &pad_rows, &pitch);
-        memset(xpad, 0, sizeof(float) * (size_t)cg * pad_rows * pitch);
+        memset(xpad, 0, sizeof(float) * conv_pad_floats(p));
     }
     for (; img < n; img++) {
         for (int g = 0; g < g_count; g++) {

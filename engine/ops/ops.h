@@ -62,8 +62,10 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
 
 /* ---- linear ------------------------------------------------------------------ */
 
-/* x (N,in), w (out,in) as PyTorch stores it, bias (out) or NULL, y (N,out). */
-void linear_forward(int n, int in, int out, const float *x, const float *w,
+/* x (N,in), w (out,in) as PyTorch stores it, bias (out) or NULL, y (N,out).  pool
+ * (engine/parallel.h; NULL: the calling thread alone) runs the few-rows kernel. */
+struct par_pool;
+void linear_forward(struct par_pool *pool, int n, int in, int out, const float *x, const float *w,
                     const float *bias, act_kind act, float act_alpha, float *y);
 
 /* ---- pooling ----------------------------------------------------------------- */

@@ -353,9 +353,10 @@ writes, plus the tokenizer files:
   {state.get('cpu_seconds', 0) / 3600:.2f} CPU core-hours (torch {torch.__version__}, {args.threads} threads);
   {state['tokens'] / max(1.0, state['train_seconds']):.0f} tokens/s of wall time,
   {state['tokens'] / max(1.0, state.get('cpu_seconds', 0)):.0f} tokens per CPU core-second.
-- Command (resumable; see tools/bert/README.md):
+- Commands, in order (each resumes the checkpoint of the one before; a changed
+  `--total-steps` reshapes the linear decay from that step on; see tools/bert/README.md):
 
-      {state.get('command', '')}
+{chr(10).join("      " + c for c in state.get('history', [state.get('command', '')]))}
 
 ## Corpus
 
@@ -451,9 +452,13 @@ def main():
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
         rng.bit_generator.state = ck["numpy_rng"]
-        state.update(ck["state"])
+        state.update({k: v for k, v in ck["state"].items() if k != "command"})
+        # every run that trained is recorded: a resume may change the schedule
+        state["history"] = ck["state"].get("history", [ck["state"].get("command", "")])
         print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
     step = state["step"]
+    if not args.export_only and step < args.total_steps:
+        state.setdefault("history", []).append(f"{state['command']}  # from step {step}")
 
     if not args.export_only and step < args.total_steps:
         maker = ExampleMaker(train, tok, args.max_len, args.max_predictions)
