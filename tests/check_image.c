@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
 #include "engine/image.h"
@@ -846,6 +847,85 @@ START_TEST(png_zlib_bomb)
 }
 END_TEST
 
+/* ---- output: quantisation, grids, PNG ------------------------------------------ */
+
+START_TEST(quantise_like_save_image)
+{
+    /* tanh range: (v + 1) / 2, then floor(x * 255 + 0.5) clamped; NaN -> 0 */
+    const float x[8] = {-1.0f, 1.0f, 0.0f, -2.0f, 3.0f, NAN, -1.0f + 2.0f / 255.0f, 0.999f};
+    uint8_t px[8];
+    image_from_tensor(x, 1, 1, 8, IMAGE_RANGE_TANH, px);
+    const uint8_t want[8] = {0, 255, 128, 0, 255, 0, 1, 255};
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(px[i] == want[i], "tanh %g -> %d, want %d", x[i], px[i], want[i]);
+    const float y[4] = {0.0f, 1.0f, 0.5f, 0.2f};
+    image_from_tensor(y, 1, 2, 2, IMAGE_RANGE_SIGMOID, px);
+    ck_assert_int_eq(px[0], 0);
+    ck_assert_int_eq(px[1], 255);
+    ck_assert_int_eq(px[2], 128);
+    ck_assert_int_eq(px[3], 51);
+    /* planar in, interleaved out */
+    const float rgb[6] = {-1, -1, 1, 1, 0, 0}; /* C=3, H=1, W=2 */
+    image_from_tensor(rgb, 3, 1, 2, IMAGE_RANGE_TANH, px);
+    const uint8_t want_rgb[6] = {0, 255, 128, 0, 255, 128};
+    ck_assert_int_eq(memcmp(px, want_rgb, 6), 0);
+}
+END_TEST
+
+START_TEST(grid_layout)
+{
+    int gh, gw;
+    image_grid_size(5, 2, 3, 2, 1, &gh, &gw); /* 3 rows of 2, 1-pixel padding */
+    ck_assert_int_eq(gh, 3 * 3 + 1);
+    ck_assert_int_eq(gw, 2 * 4 + 1);
+    uint8_t imgs[5 * 6];
+    for (int k = 0; k < 5; k++)
+        memset(imgs + k * 6, 10 + k, 6);
+    uint8_t *g = malloc((size_t)gh * gw);
+    image_grid(imgs, 5, 2, 3, 1, 2, 1, g);
+    ck_assert_int_eq(g[0], 0);                  /* padding */
+    ck_assert_int_eq(g[1 * gw + 1], 10);        /* image 0 at (1, 1) */
+    ck_assert_int_eq(g[1 * gw + 5], 11);        /* image 1 at (1, 5) */
+    ck_assert_int_eq(g[7 * gw + 1], 14);        /* image 4: third row */
+    ck_assert_int_eq(g[7 * gw + 5], 0);         /* no sixth image: black */
+    free(g);
+}
+END_TEST
+
+START_TEST(png_round_trip)
+{
+    for (int c = 1; c <= 4; c++) {
+        if (c == 2)
+            continue;
+        enum { H = 13, W = 17 };
+        uint8_t px[H * W * 4];
+        for (int i = 0; i < H * W * c; i++)
+            px[i] = (uint8_t)(i * 37 + c);
+        uint8_t *png;
+        size_t len;
+        engine_err err;
+        ck_assert_int_eq(image_encode_png(px, H, W, c, &png, &len, &err), ENGINE_OK);
+        ck_assert_int_eq(memcmp(png, "\x89PNG", 4), 0);
+        int w, h, n;
+        uint8_t *back = stbi_load_from_memory(png, (int)len, &w, &h, &n, c);
+        ck_assert_ptr_nonnull(back);
+        ck_assert_int_eq(w, W);
+        ck_assert_int_eq(h, H);
+        ck_assert_int_eq(n, c);
+        ck_assert_int_eq(memcmp(back, px, (size_t)H * W * c), 0);
+        stbi_image_free(back);
+        free(png);
+    }
+    uint8_t *png;
+    size_t len;
+    engine_err err;
+    uint8_t one = 0;
+    ck_assert_int_eq(image_encode_png(&one, 1, 1, 2, &png, &len, &err), ENGINE_ERR_INVALID);
+    ck_assert_int_eq(image_encode_png(&one, 0, 1, 1, &png, &len, &err), ENGINE_ERR_INVALID);
+    ck_assert_ptr_null(png);
+}
+END_TEST
+
 static Suite *image_suite(void)
 {
     Suite *s = suite_create("image");
@@ -883,6 +963,12 @@ static Suite *image_suite(void)
     tcase_add_test(tc, jpeg_all_prefixes);
     tcase_add_test(tc, huge_declared_dimensions);
     tcase_add_test(tc, png_zlib_bomb);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("output");
+    tcase_add_test(tc, quantise_like_save_image);
+    tcase_add_test(tc, grid_layout);
+    tcase_add_test(tc, png_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }
