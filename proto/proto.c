@@ -22,20 +22,17 @@
 #include <config.h>
 
 #include "proto/proto.h"
+#include "proto/proto_internal.h"
 
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Reals in responses: 6 significant digits are what a float32 probability holds
- * usefully, and keep 0.97 from printing as 0.97000002861022949. */
-#define PROTO_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(6))
-
-__attribute__((format(printf, 3, 4))) static int perr(proto_error *err, int status,
-                                                      const char *fmt, ...)
+int proto_perr(proto_error *err, int status, const char *fmt, ...)
 {
     err->status = status;
     va_list ap;
@@ -45,7 +42,7 @@ __attribute__((format(printf, 3, 4))) static int perr(proto_error *err, int stat
     return status;
 }
 
-static const char *type_name(const json_t *v)
+const char *proto_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
@@ -104,6 +101,35 @@ static bool b64_bad_char(unsigned char ch, size_t at, char *why, size_t why_len)
 }
 
 size_t proto_base64_max(size_t len) { return len / 4 * 3; }
+
+char *proto_base64_encode(const uint8_t *in, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 2)
+        return NULL;
+    char *out = malloc((len + 2) / 3 * 4 + 1);
+    if (out == NULL)
+        return NULL;
+    char *o = out;
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        const uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+        *o++ = alphabet[v & 63];
+    }
+    if (i < len) {
+        const uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    return out;
+}
 
 bool proto_base64_decode(const char *in, size_t len, uint8_t *out, size_t *out_len, char *why,
                          size_t why_len)
@@ -164,26 +190,26 @@ static int decode_image(const char *s, size_t len, const char *what, const image
     if (len >= 5 && memcmp(s, "data:", 5) == 0) {
         const char *comma = memchr(s, ',', len);
         if (comma == NULL)
-            return perr(err, 415, "%s: data URL without ','; expected data:image/png;base64,...",
+            return proto_perr(err, 415, "%s: data URL without ','; expected data:image/png;base64,...",
                         what);
         size_t meta = (size_t)(comma - s);
         if (meta < 12 || memcmp(comma - 7, ";base64", 7) != 0)
-            return perr(err, 415, "%s: data URL is not base64; expected data:image/png;base64,...",
+            return proto_perr(err, 415, "%s: data URL is not base64; expected data:image/png;base64,...",
                         what);
         len -= meta + 1;
         s = comma + 1;
     }
     if (len == 0)
-        return perr(err, 415, "%s is empty: expected a base64-encoded PNG or JPEG", what);
+        return proto_perr(err, 415, "%s is empty: expected a base64-encoded PNG or JPEG", what);
 
     uint8_t *bytes = malloc(proto_base64_max(len) + 1);
     if (bytes == NULL)
-        return perr(err, 500, "out of memory decoding %s", what);
+        return proto_perr(err, 500, "out of memory decoding %s", what);
     size_t n;
     char why[160];
     if (!proto_base64_decode(s, len, bytes, &n, why, sizeof why)) {
         free(bytes);
-        return perr(err, 415, "%s is not valid base64: %s", what, why);
+        return proto_perr(err, 415, "%s is not valid base64: %s", what, why);
     }
     engine_err e;
     engine_status st = image_to_tensor(bytes, n, pp, dst, &e);
@@ -192,14 +218,14 @@ static int decode_image(const char *s, size_t len, const char *what, const image
     case ENGINE_OK:
         return 0;
     case ENGINE_ERR_IMAGE:
-        return perr(err, 415, "%s could not be decoded as PNG or JPEG: %s", what,
+        return proto_perr(err, 415, "%s could not be decoded as PNG or JPEG: %s", what,
                     engine_msg(&e));
     case ENGINE_ERR_INVALID:
-        return perr(err, 422, "%s: %s", what, engine_msg(&e));
+        return proto_perr(err, 422, "%s: %s", what, engine_msg(&e));
     case ENGINE_ERR_NOMEM:
-        return perr(err, 500, "out of memory decoding %s", what);
+        return proto_perr(err, 500, "out of memory decoding %s", what);
     default:
-        return perr(err, 415, "%s: %s", what, engine_msg(&e));
+        return proto_perr(err, 415, "%s: %s", what, engine_msg(&e));
     }
 }
 
@@ -208,16 +234,16 @@ static int pixel_value(const json_t *v, const char *where, uint8_t *out, proto_e
     if (json_is_integer(v)) {
         json_int_t x = json_integer_value(v);
         if (x < 0 || x > 255)
-            return perr(err, 422, "%s = %" JSON_INTEGER_FORMAT
+            return proto_perr(err, 422, "%s = %" JSON_INTEGER_FORMAT
                                   " is out of range: pixel values are integers 0..255",
                         where, x);
         *out = (uint8_t)x;
         return 0;
     }
     if (json_is_real(v))
-        return perr(err, 422, "%s = %g is not an integer: pixel values are integers 0..255", where,
+        return proto_perr(err, 422, "%s = %g is not an integer: pixel values are integers 0..255", where,
                     json_real_value(v));
-    return perr(err, 400, "%s must be an integer 0..255, got %s", where, type_name(v));
+    return proto_perr(err, 400, "%s must be an integer 0..255, got %s", where, proto_type_name(v));
 }
 
 /* {"pixels": [H][W] or [H][W][C]} -> one (C,H,W) input.  The shape is taken from
@@ -225,47 +251,47 @@ static int pixel_value(const json_t *v, const char *where, uint8_t *out, proto_e
 static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, proto_error *err)
 {
     if (!json_is_array(p))
-        return perr(err, 400, "pixels must be an array of rows, [H][W] or [H][W][C]; got %s",
-                    type_name(p));
+        return proto_perr(err, 400, "pixels must be an array of rows, [H][W] or [H][W][C]; got %s",
+                    proto_type_name(p));
     size_t h = json_array_size(p);
     if (h == 0)
-        return perr(err, 422, "pixels is empty: expected [H][W] or [H][W][C] with H, W >= 1");
+        return proto_perr(err, 422, "pixels is empty: expected [H][W] or [H][W][C] with H, W >= 1");
     if (h > PROTO_MAX_PIXELS_SIDE)
-        return perr(err, 422, "pixels has %zu rows; at most %d", h, PROTO_MAX_PIXELS_SIDE);
+        return proto_perr(err, 422, "pixels has %zu rows; at most %d", h, PROTO_MAX_PIXELS_SIDE);
     const json_t *row0 = json_array_get(p, 0);
     if (!json_is_array(row0))
-        return perr(err, 422,
+        return proto_perr(err, 422,
                     "pixels must be 2-D [H][W] or 3-D [H][W][C], but pixels[0] is %s, not a row",
-                    type_name(row0));
+                    proto_type_name(row0));
     size_t w = json_array_size(row0);
     if (w == 0)
-        return perr(err, 422, "pixels[0] is empty: rows need at least one pixel");
+        return proto_perr(err, 422, "pixels[0] is empty: rows need at least one pixel");
     if (w > PROTO_MAX_PIXELS_SIDE)
-        return perr(err, 422, "pixels rows have %zu columns; at most %d", w,
+        return proto_perr(err, 422, "pixels rows have %zu columns; at most %d", w,
                     PROTO_MAX_PIXELS_SIDE);
     if (h * w > (size_t)IMAGE_MAX_PIXELS)
-        return perr(err, 422, "pixels is %zu x %zu; at most %d pixels", h, w, IMAGE_MAX_PIXELS);
+        return proto_perr(err, 422, "pixels is %zu x %zu; at most %d pixels", h, w, IMAGE_MAX_PIXELS);
     const json_t *p00 = json_array_get(row0, 0);
     bool three_d = json_is_array(p00);
     size_t c = three_d ? json_array_size(p00) : 1;
     if (c != 1 && c != 3 && c != 4)
-        return perr(err, 422, "pixels[0][0] has %zu channels; use 1 (gray), 3 (RGB) or 4 (RGBA)",
+        return proto_perr(err, 422, "pixels[0][0] has %zu channels; use 1 (gray), 3 (RGB) or 4 (RGBA)",
                     c);
 
     uint8_t *px = malloc(h * w * c);
     if (px == NULL)
-        return perr(err, 500, "out of memory reading pixels");
+        return proto_perr(err, 500, "out of memory reading pixels");
     int status = 0;
     char where[96];
     for (size_t y = 0; y < h && status == 0; y++) {
         const json_t *row = json_array_get(p, y);
         if (!json_is_array(row)) {
-            status = perr(err, 422, "pixels[%zu] is %s; every row must be an array of %zu pixels",
-                          y, type_name(row), w);
+            status = proto_perr(err, 422, "pixels[%zu] is %s; every row must be an array of %zu pixels",
+                          y, proto_type_name(row), w);
             break;
         }
         if (json_array_size(row) != w) {
-            status = perr(err, 422,
+            status = proto_perr(err, 422,
                           "pixels[%zu] has %zu columns but pixels[0] has %zu: rows must be equal",
                           y, json_array_size(row), w);
             break;
@@ -275,7 +301,7 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
             uint8_t *dstpx = px + (y * w + x) * c;
             if (!three_d) {
                 if (json_is_array(e)) {
-                    status = perr(err, 422,
+                    status = proto_perr(err, 422,
                                   "pixels[%zu][%zu] is an array but pixels[0][0] is a number: "
                                   "use [H][W] or [H][W][C] throughout",
                                   y, x);
@@ -286,7 +312,7 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
                 continue;
             }
             if (!json_is_array(e) || json_array_size(e) != c) {
-                status = perr(err, 422,
+                status = proto_perr(err, 422,
                               "pixels[%zu][%zu] must be an array of %zu channel values, "
                               "like pixels[0][0]",
                               y, x, c);
@@ -302,9 +328,9 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
         engine_err e;
         engine_status st = image_pixels_to_tensor(px, (int)h, (int)w, (int)c, pp, dst, &e);
         if (st == ENGINE_ERR_NOMEM)
-            status = perr(err, 500, "out of memory converting pixels");
+            status = proto_perr(err, 500, "out of memory converting pixels");
         else if (st != ENGINE_OK)
-            status = perr(err, 422, "pixels: %s", engine_msg(&e));
+            status = proto_perr(err, 422, "pixels: %s", engine_msg(&e));
     }
     free(px);
     return status;
@@ -312,16 +338,16 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
 
 /* Parses a request body: NULL with err (400) when it is empty or not JSON.  example
  * is a valid body, quoted in the message so the client sees what to send. */
-static json_t *load_body(const char *body, size_t len, const char *example, proto_error *err)
+json_t *proto_load_body(const char *body, size_t len, const char *example, proto_error *err)
 {
     if (len == 0) {
-        perr(err, 400, "empty body: send a JSON object such as %s", example);
+        proto_perr(err, 400, "empty body: send a JSON object such as %s", example);
         return NULL;
     }
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL)
-        perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)", jerr.text,
+        proto_perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)", jerr.text,
              jerr.line, jerr.column);
     return root;
 }
@@ -332,14 +358,14 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
                          int max_images, proto_classify_req *out, proto_error *err)
 {
     memset(out, 0, sizeof *out);
-    json_t *root = load_body(body, len, "{\"image\": \"<base64 PNG>\", \"top_k\": 5}", err);
+    json_t *root = proto_load_body(body, len, "{\"image\": \"<base64 PNG>\", \"top_k\": 5}", err);
     if (root == NULL)
         return err->status;
 
     int status = 0;
     if (!json_is_object(root)) {
-        status = perr(err, 400, "body must be a JSON object with image, images or pixels; got %s",
-                      type_name(root));
+        status = proto_perr(err, 400, "body must be a JSON object with image, images or pixels; got %s",
+                      proto_type_name(root));
         goto done;
     }
 
@@ -350,7 +376,7 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
         for (size_t i = 0; i < sizeof classify_fields / sizeof classify_fields[0]; i++)
             known = known || strcmp(key, classify_fields[i]) == 0;
         if (!known) {
-            status = perr(err, 400,
+            status = proto_perr(err, 400,
                           "unknown field \"%.64s\"; allowed: image, images, pixels, top_k", key);
             goto done;
         }
@@ -360,7 +386,7 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
     const json_t *images = json_object_get(root, "images");
     const json_t *pixels = json_object_get(root, "pixels");
     if ((image != NULL) + (images != NULL) + (pixels != NULL) != 1) {
-        status = perr(err, 400, "give exactly one of \"image\" (base64), \"images\" (array of "
+        status = proto_perr(err, 400, "give exactly one of \"image\" (base64), \"images\" (array of "
                                 "base64) or \"pixels\" (array [H][W] or [H][W][C])");
         goto done;
     }
@@ -369,11 +395,11 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
     const json_t *top_k = json_object_get(root, "top_k");
     if (top_k != NULL) {
         if (!json_is_integer(top_k)) {
-            status = perr(err, 400, "top_k must be a positive integer, got %s", type_name(top_k));
+            status = proto_perr(err, 400, "top_k must be a positive integer, got %s", proto_type_name(top_k));
             goto done;
         }
         if (json_integer_value(top_k) < 1) {
-            status = perr(err, 400, "top_k must be a positive integer, got %" JSON_INTEGER_FORMAT,
+            status = proto_perr(err, 400, "top_k must be a positive integer, got %" JSON_INTEGER_FORMAT,
                           json_integer_value(top_k));
             goto done;
         }
@@ -388,31 +414,31 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
         out->form = PROTO_FORM_IMAGE;
         out->n = 1;
         if (!json_is_string(image)) {
-            status = perr(err, 400, "image must be a base64 string, got %s", type_name(image));
+            status = proto_perr(err, 400, "image must be a base64 string, got %s", proto_type_name(image));
             goto done;
         }
     } else if (images != NULL) {
         out->form = PROTO_FORM_IMAGES;
         if (!json_is_array(images)) {
-            status = perr(err, 400, "images must be an array of base64 strings, got %s",
-                          type_name(images));
+            status = proto_perr(err, 400, "images must be an array of base64 strings, got %s",
+                          proto_type_name(images));
             goto done;
         }
         size_t n = json_array_size(images);
         if (n == 0) {
-            status = perr(err, 400, "images is empty: send at least one base64 image");
+            status = proto_perr(err, 400, "images is empty: send at least one base64 image");
             goto done;
         }
         if (n > (size_t)max_images) {
-            status = perr(err, 413, "too many images: %zu; this server takes at most %d per "
+            status = proto_perr(err, 413, "too many images: %zu; this server takes at most %d per "
                                     "request (max_images_per_request), split the request",
                           n, max_images);
             goto done;
         }
         for (size_t i = 0; i < n; i++) {
             if (!json_is_string(json_array_get(images, i))) {
-                status = perr(err, 400, "images[%zu] must be a base64 string, got %s", i,
-                              type_name(json_array_get(images, i)));
+                status = proto_perr(err, 400, "images[%zu] must be a base64 string, got %s", i,
+                              proto_type_name(json_array_get(images, i)));
                 goto done;
             }
         }
@@ -425,7 +451,7 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
     size_t chw = (size_t)pp->channels * (size_t)pp->height * (size_t)pp->width;
     out->inputs = malloc((size_t)out->n * chw * sizeof *out->inputs);
     if (out->inputs == NULL) {
-        status = perr(err, 500, "out of memory for %d input images", out->n);
+        status = proto_perr(err, 500, "out of memory for %d input images", out->n);
         goto done;
     }
 
@@ -460,7 +486,7 @@ void proto_classify_req_free(proto_classify_req *req)
 /* ---- BERT requests ------------------------------------------------------------ */
 
 /* Rejects keys of obj not in allowed; "where" names obj in the message. */
-static int check_fields(const json_t *obj, const char *const *allowed, size_t n_allowed,
+int proto_check_fields(const json_t *obj, const char *const *allowed, size_t n_allowed,
                         const char *where, proto_error *err)
 {
     const char *key;
@@ -479,7 +505,7 @@ static int check_fields(const json_t *obj, const char *const *allowed, size_t n_
                     break;
                 n += (size_t)w;
             }
-            return perr(err, 400, "unknown field \"%.64s\"%s; allowed: %s", key, where, list);
+            return proto_perr(err, 400, "unknown field \"%.64s\"%s; allowed: %s", key, where, list);
         }
     }
     return 0;
@@ -491,9 +517,9 @@ static int bert_specials(const proto_bert_model *bm, wordpiece_specials *sp, pro
 {
     *sp = wordpiece_special_ids(bm->wp);
     if (sp->cls < 0 || sp->sep < 0 || sp->mask < 0)
-        return perr(err, 500, "model %s's vocabulary lacks [CLS], [SEP] or [MASK]", bm->name);
+        return proto_perr(err, 500, "model %s's vocabulary lacks [CLS], [SEP] or [MASK]", bm->name);
     if (bm->max_tokens < 3)
-        return perr(err, 500, "model %s takes %d tokens, too few for any text", bm->name,
+        return proto_perr(err, 500, "model %s takes %d tokens, too few for any text", bm->name,
                     bm->max_tokens);
     return 0;
 }
@@ -502,9 +528,9 @@ static int bert_specials(const proto_bert_model *bm, wordpiece_specials *sp, pro
 static int text_field(const json_t *v, const char *what, const char *hint, proto_error *err)
 {
     if (!json_is_string(v))
-        return perr(err, 400, "%s must be a string%s, got %s", what, hint, type_name(v));
+        return proto_perr(err, 400, "%s must be a string%s, got %s", what, hint, proto_type_name(v));
     if (json_string_length(v) > WORDPIECE_MAX_TEXT_BYTES)
-        return perr(err, 413, "%s is %zu bytes; at most %d bytes are taken", what,
+        return proto_perr(err, 413, "%s is %zu bytes; at most %d bytes are taken", what,
                     json_string_length(v), WORDPIECE_MAX_TEXT_BYTES);
     return 0;
 }
@@ -520,9 +546,9 @@ static int tokenize(const proto_bert_model *bm, const json_t *s, const char *wha
     case ENGINE_OK:
         return 0;
     case ENGINE_ERR_NOMEM:
-        return perr(err, 500, "out of memory tokenizing %s", what);
+        return proto_perr(err, 500, "out of memory tokenizing %s", what);
     default: /* jansson only hands out valid UTF-8, but the tokenizer checks again */
-        return perr(err, 400, "%s: %s", what, e.msg);
+        return proto_perr(err, 400, "%s: %s", what, e.msg);
     }
 }
 
@@ -530,10 +556,10 @@ static int tokenize(const proto_bert_model *bm, const json_t *s, const char *wha
 static int parse_fill_mask_top_k(const json_t *v, int *out, proto_error *err)
 {
     if (!json_is_integer(v))
-        return perr(err, 400, "top_k must be a positive integer, got %s", type_name(v));
+        return proto_perr(err, 400, "top_k must be a positive integer, got %s", proto_type_name(v));
     json_int_t k = json_integer_value(v);
     if (k < 1 || k > PROTO_FILL_MASK_MAX_TOP_K)
-        return perr(err, 400, "top_k must be from 1 to %d, got %" JSON_INTEGER_FORMAT,
+        return proto_perr(err, 400, "top_k must be from 1 to %d, got %" JSON_INTEGER_FORMAT,
                     PROTO_FILL_MASK_MAX_TOP_K, k);
     *out = (int)k;
     return 0;
@@ -573,18 +599,18 @@ static int parse_targets(const proto_bert_model *bm, const json_t *v, proto_fill
 {
     bool one = json_is_string(v);
     if (!one && !json_is_array(v))
-        return perr(err, 400, "targets must be an array of words (or one word), got %s",
-                    type_name(v));
+        return proto_perr(err, 400, "targets must be an array of words (or one word), got %s",
+                    proto_type_name(v));
     size_t n = one ? 1 : json_array_size(v);
     if (n == 0)
-        return perr(err, 400, "targets is empty: give at least one word, or leave it out to "
+        return proto_perr(err, 400, "targets is empty: give at least one word, or leave it out to "
                               "rank the whole vocabulary");
     if (n > PROTO_FILL_MASK_MAX_TARGETS)
-        return perr(err, 413, "too many targets: %zu; at most %d", n,
+        return proto_perr(err, 413, "too many targets: %zu; at most %d", n,
                     PROTO_FILL_MASK_MAX_TARGETS);
     out->targets = malloc(n * sizeof *out->targets);
     if (out->targets == NULL)
-        return perr(err, 500, "out of memory for %zu targets", n);
+        return proto_perr(err, 500, "out of memory for %zu targets", n);
     for (size_t i = 0; i < n; i++) {
         const json_t *t = one ? v : json_array_get(v, i);
         char what[40];
@@ -593,19 +619,19 @@ static int parse_targets(const proto_bert_model *bm, const json_t *v, proto_fill
         else
             snprintf(what, sizeof what, "targets[%zu]", i);
         if (!json_is_string(t))
-            return perr(err, 400, "%s must be a string (a word), got %s", what, type_name(t));
+            return proto_perr(err, 400, "%s must be a string (a word), got %s", what, proto_type_name(t));
         size_t tl = json_string_length(t);
         if (tl == 0)
-            return perr(err, 400, "%s is empty: give a word", what);
+            return proto_perr(err, 400, "%s is empty: give a word", what);
         if (tl > PROTO_FILL_MASK_MAX_TARGET_BYTES)
-            return perr(err, 422, "%s is %zu bytes; a target is one word of at most %d bytes",
+            return proto_perr(err, 422, "%s is %zu bytes; a target is one word of at most %d bytes",
                         what, tl, PROTO_FILL_MASK_MAX_TARGET_BYTES);
         int32_t id;
         int st = target_id(bm, t, what, &id, err);
         if (st != 0)
             return st;
         if (id < 0 || id >= bm->candidates)
-            return perr(err, 422, "%s \"%.64s\" has no token in model %s's vocabulary", what,
+            return proto_perr(err, 422, "%s \"%.64s\" has no token in model %s's vocabulary", what,
                         json_string_value(t), bm->name);
         bool seen = false;
         for (int k = 0; k < out->n_targets && !seen; k++)
@@ -625,7 +651,7 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
 {
     memset(out, 0, sizeof *out);
     json_t *root =
-        load_body(body, len, "{\"text\": \"The [MASK] sat on the mat.\", \"top_k\": 5}", err);
+        proto_load_body(body, len, "{\"text\": \"The [MASK] sat on the mat.\", \"top_k\": 5}", err);
     if (root == NULL)
         return err->status;
 
@@ -634,25 +660,25 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     if ((status = bert_specials(bm, &sp, err)) != 0)
         goto done;
     if (!json_is_object(root)) {
-        status = perr(err, 400, "body must be a JSON object with \"text\" (or \"inputs\"); got %s",
-                      type_name(root));
+        status = proto_perr(err, 400, "body must be a JSON object with \"text\" (or \"inputs\"); got %s",
+                      proto_type_name(root));
         goto done;
     }
-    if ((status = check_fields(root, fill_mask_fields,
+    if ((status = proto_check_fields(root, fill_mask_fields,
                                sizeof fill_mask_fields / sizeof fill_mask_fields[0], "", err)) != 0)
         goto done;
 
     const json_t *text = json_object_get(root, "text");
     const json_t *inputs = json_object_get(root, "inputs");
     if ((text != NULL) == (inputs != NULL)) {
-        status = perr(err, 400, "give exactly one of \"text\" or \"inputs\": a string with one or "
+        status = proto_perr(err, 400, "give exactly one of \"text\" or \"inputs\": a string with one or "
                                 "more [MASK] tokens");
         goto done;
     }
     out->form = text ? PROTO_BERT_TEXT : PROTO_BERT_INPUTS;
     const char *what = text ? "text" : "inputs";
     if (inputs != NULL && json_is_array(inputs)) {
-        status = perr(err, 400, "inputs must be one string; send one text per request");
+        status = proto_perr(err, 400, "inputs must be one string; send one text per request");
         goto done;
     }
     if ((status = text_field(text ? text : inputs, what, " containing [MASK]", err)) != 0)
@@ -663,25 +689,25 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     const json_t *params = json_object_get(root, "parameters");
     const json_t *options = json_object_get(root, "options");
     if (options != NULL && !json_is_object(options)) {
-        status = perr(err, 400, "options must be an object, got %s", type_name(options));
+        status = proto_perr(err, 400, "options must be an object, got %s", proto_type_name(options));
         goto done;
     }
     const json_t *top_k = json_object_get(root, "top_k");
     const json_t *targets = json_object_get(root, "targets");
     if (params != NULL) {
         if (!json_is_object(params)) {
-            status = perr(err, 400, "parameters must be an object with top_k and/or targets, "
-                                    "got %s", type_name(params));
+            status = proto_perr(err, 400, "parameters must be an object with top_k and/or targets, "
+                                    "got %s", proto_type_name(params));
             goto done;
         }
-        if ((status = check_fields(params, fill_mask_parameters,
+        if ((status = proto_check_fields(params, fill_mask_parameters,
                                    sizeof fill_mask_parameters / sizeof fill_mask_parameters[0],
                                    " in parameters", err)) != 0)
             goto done;
         for (size_t i = 0; i < 2; i++) {
             const char *k = fill_mask_parameters[i];
             if (json_object_get(params, k) != NULL && json_object_get(root, k) != NULL) {
-                status = perr(err, 400, "%s is given twice, at the top level and in parameters: "
+                status = proto_perr(err, 400, "%s is given twice, at the top level and in parameters: "
                                         "give it once", k);
                 goto done;
             }
@@ -698,7 +724,7 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     /* [CLS] text [SEP], refused (never truncated) past the model's positions. */
     out->ids = malloc((size_t)bm->max_tokens * sizeof *out->ids);
     if (out->ids == NULL) {
-        status = perr(err, 500, "out of memory for %d tokens", bm->max_tokens);
+        status = proto_perr(err, 500, "out of memory for %d tokens", bm->max_tokens);
         goto done;
     }
     int n;
@@ -706,7 +732,7 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
                            err)) != 0)
         goto done;
     if (n > bm->max_tokens - 2) {
-        status = perr(err, 413, "%s is %d tokens with [CLS] and [SEP]; model %s takes at most %d "
+        status = proto_perr(err, 413, "%s is %d tokens with [CLS] and [SEP]; model %s takes at most %d "
                                 "(max_position_embeddings): shorten the text",
                       what, n + 2, bm->name, bm->max_tokens);
         goto done;
@@ -718,14 +744,14 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     for (int i = 1; i <= n; i++)
         out->n_mask += out->ids[i] == sp.mask;
     if (out->n_mask == 0) {
-        status = perr(err, 422, "%s has no [MASK] token: write [MASK] (upper case, in brackets) "
+        status = proto_perr(err, 422, "%s has no [MASK] token: write [MASK] (upper case, in brackets) "
                                 "where a word is to be predicted",
                       what);
         goto done;
     }
     out->mask_pos = malloc((size_t)out->n_mask * sizeof *out->mask_pos);
     if (out->mask_pos == NULL) {
-        status = perr(err, 500, "out of memory for %d masks", out->n_mask);
+        status = proto_perr(err, 500, "out of memory for %d masks", out->n_mask);
         goto done;
     }
     for (int i = 1, m = 0; i <= n; i++)
@@ -738,7 +764,7 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     if (out->top_k > ranked)
         out->top_k = ranked;
     if ((long long)out->n_mask * out->top_k > PROTO_FILL_MASK_MAX_ANSWERS) {
-        status = perr(err, 422, "%d masks x top_k %d is %lld answers; at most %d in one response: "
+        status = proto_perr(err, 422, "%d masks x top_k %d is %lld answers; at most %d in one response: "
                                 "lower top_k or send fewer masks per request",
                       out->n_mask, out->top_k, (long long)out->n_mask * out->top_k,
                       PROTO_FILL_MASK_MAX_ANSWERS);
@@ -766,7 +792,7 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
                               proto_next_sentence_req *out, proto_error *err)
 {
     memset(out, 0, sizeof *out);
-    json_t *root = load_body(
+    json_t *root = proto_load_body(
         body, len, "{\"text_a\": \"I went out.\", \"text_b\": \"It was raining.\"}", err);
     if (root == NULL)
         return err->status;
@@ -776,17 +802,17 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
     if ((status = bert_specials(bm, &sp, err)) != 0)
         goto done;
     if (!json_is_object(root)) {
-        status = perr(err, 400, "body must be a JSON object with \"text_a\" and \"text_b\"; "
-                                "got %s", type_name(root));
+        status = proto_perr(err, 400, "body must be a JSON object with \"text_a\" and \"text_b\"; "
+                                "got %s", proto_type_name(root));
         goto done;
     }
-    if ((status = check_fields(root, next_sentence_fields,
+    if ((status = proto_check_fields(root, next_sentence_fields,
                                sizeof next_sentence_fields / sizeof next_sentence_fields[0], "",
                                err)) != 0)
         goto done;
     const json_t *a = json_object_get(root, "text_a"), *b = json_object_get(root, "text_b");
     if (a == NULL || b == NULL) {
-        status = perr(err, 400, "give both \"text_a\" (the first sentence) and \"text_b\" (the "
+        status = proto_perr(err, 400, "give both \"text_a\" (the first sentence) and \"text_b\" (the "
                                 "sentence that may follow it)");
         goto done;
     }
@@ -800,7 +826,7 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
     out->ids = malloc((size_t)max * sizeof *out->ids);
     out->type_ids = malloc((size_t)max * sizeof *out->type_ids);
     if (out->ids == NULL || out->type_ids == NULL) {
-        status = perr(err, 500, "out of memory for %d tokens", max);
+        status = proto_perr(err, 500, "out of memory for %d tokens", max);
         goto done;
     }
     int na, nb;
@@ -811,7 +837,7 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
                            a_fits ? max - 3 - na : 0, &nb, err)) != 0)
         goto done;
     if ((long long)na + nb + 3 > max) {
-        status = perr(err, 413, "text_a and text_b are %lld tokens with [CLS] and two [SEP]; "
+        status = proto_perr(err, 413, "text_a and text_b are %lld tokens with [CLS] and two [SEP]; "
                                 "model %s takes at most %d (max_position_embeddings): shorten them",
                       (long long)na + nb + 3, bm->name, max);
         goto done;
@@ -841,7 +867,7 @@ void proto_next_sentence_req_free(proto_next_sentence_req *req)
 
 /* A JSON string of s; text that is not valid UTF-8 has its bytes >= 0x80 and
  * control bytes replaced by '?' rather than failing the whole response. */
-static json_t *jstr(const char *s)
+json_t *proto_jstr(const char *s)
 {
     json_t *j = json_string(s);
     if (j != NULL || s == NULL)
@@ -860,12 +886,12 @@ static json_t *jstr(const char *s)
 }
 
 /* Steals v; true if it was set (json_object_set_new frees v either way). */
-static bool set(json_t *obj, const char *key, json_t *v)
+bool proto_set(json_t *obj, const char *key, json_t *v)
 {
     return v != NULL && json_object_set_new(obj, key, v) == 0;
 }
 
-static char *dump(json_t *root)
+char *proto_dump(json_t *root)
 {
     char *s = root ? json_dumps(root, PROTO_JSON_FLAGS) : NULL;
     json_decref(root);
@@ -898,8 +924,8 @@ static json_t *predictions(const float *row, int k, int top_k, char *const *labe
     for (int t = 0; t < top_k && arr != NULL; t++) {
         json_t *p = json_object();
         double score = isfinite(tmp[t].score) ? (double)tmp[t].score : 0.0;
-        if (p == NULL || !set(p, "label", jstr(labels[tmp[t].index])) ||
-            !set(p, "index", json_integer(tmp[t].index)) || !set(p, "score", json_real(score))) {
+        if (p == NULL || !proto_set(p, "label", proto_jstr(labels[tmp[t].index])) ||
+            !proto_set(p, "index", json_integer(tmp[t].index)) || !proto_set(p, "score", json_real(score))) {
             json_decref(p);
             p = NULL;
         }
@@ -919,13 +945,13 @@ char *proto_format_classify(const char *model, proto_form form, const float *pro
         top_k = k_classes;
     scored *tmp = malloc((size_t)k_classes * sizeof *tmp);
     json_t *root = json_object();
-    bool ok = tmp != NULL && root != NULL && set(root, "model", jstr(model));
+    bool ok = tmp != NULL && root != NULL && proto_set(root, "model", proto_jstr(model));
     if (ok && form == PROTO_FORM_IMAGES) {
         json_t *results = json_array();
-        ok = set(root, "results", results);
+        ok = proto_set(root, "results", results);
         for (int i = 0; i < n && ok; i++) {
             json_t *r = json_object();
-            ok = r != NULL && set(r, "predictions",
+            ok = r != NULL && proto_set(r, "predictions",
                                   predictions(probs + (size_t)i * (size_t)k_classes, k_classes,
                                               top_k, labels, tmp));
             if (!ok)
@@ -934,12 +960,12 @@ char *proto_format_classify(const char *model, proto_form form, const float *pro
                 ok = json_array_append_new(results, r) == 0; /* steals r either way */
         }
     } else if (ok) {
-        ok = set(root, "predictions", predictions(probs, k_classes, top_k, labels, tmp));
+        ok = proto_set(root, "predictions", predictions(probs, k_classes, top_k, labels, tmp));
     }
     free(tmp);
-    char *s = ok ? dump(root) : (json_decref(root), NULL);
+    char *s = ok ? proto_dump(root) : (json_decref(root), NULL);
     if (s == NULL)
-        perr(err, 500, "out of memory formatting the response");
+        proto_perr(err, 500, "out of memory formatting the response");
     return s;
 }
 
@@ -975,8 +1001,8 @@ static json_t *fill_mask_answer(const proto_bert_model *bm, const proto_fill_mas
     char *sequence = filled_sequence(bm, req, pos, id, seq);
     json_t *a = json_object();
     bool ok = a != NULL && token_str != NULL && sequence != NULL &&
-              set(a, "score", score_json(score)) && set(a, "token", json_integer(id)) &&
-              set(a, "token_str", jstr(token_str)) && set(a, "sequence", jstr(sequence));
+              proto_set(a, "score", score_json(score)) && proto_set(a, "token", json_integer(id)) &&
+              proto_set(a, "token_str", proto_jstr(token_str)) && proto_set(a, "sequence", proto_jstr(sequence));
     free(token_str);
     free(sequence);
     if (!ok) {
@@ -991,10 +1017,10 @@ char *proto_format_fill_mask(const proto_bert_model *bm, const proto_fill_mask_r
 {
     int32_t *seq = malloc((size_t)req->len * sizeof *seq);
     json_t *root = json_object(), *masks = NULL;
-    bool ok = seq != NULL && root != NULL && set(root, "model", jstr(bm->name));
+    bool ok = seq != NULL && root != NULL && proto_set(root, "model", proto_jstr(bm->name));
     if (ok) {
         masks = json_array(); /* root owns it once set; appended to below */
-        ok = set(root, "masks", masks);
+        ok = proto_set(root, "masks", masks);
     }
     for (int m = 0; m < req->n_mask && ok; m++) {
         json_t *list = json_array();
@@ -1007,34 +1033,34 @@ char *proto_format_fill_mask(const proto_bert_model *bm, const proto_fill_mask_r
         }
     }
     free(seq);
-    char *s = ok ? dump(root) : (json_decref(root), NULL);
+    char *s = ok ? proto_dump(root) : (json_decref(root), NULL);
     if (s == NULL)
-        perr(err, 500, "out of memory formatting the response");
+        proto_perr(err, 500, "out of memory formatting the response");
     return s;
 }
 
 char *proto_format_next_sentence(const char *model, float is_next, proto_error *err)
 {
     json_t *root = json_object();
-    bool ok = root != NULL && set(root, "model", jstr(model)) &&
-              set(root, "is_next", score_json(is_next)) &&
-              set(root, "not_next", score_json(1.0f - is_next));
-    char *s = ok ? dump(root) : (json_decref(root), NULL);
+    bool ok = root != NULL && proto_set(root, "model", proto_jstr(model)) &&
+              proto_set(root, "is_next", score_json(is_next)) &&
+              proto_set(root, "not_next", score_json(1.0f - is_next));
+    char *s = ok ? proto_dump(root) : (json_decref(root), NULL);
     if (s == NULL)
-        perr(err, 500, "out of memory formatting the response");
+        proto_perr(err, 500, "out of memory formatting the response");
     return s;
 }
 
 static json_t *bert_model_json(const proto_model_info *m)
 {
     json_t *o = json_object();
-    if (o == NULL || !set(o, "name", jstr(m->name)) || !set(o, "kind", jstr(m->kind)) ||
-        !set(o, "ready", json_boolean(m->ready)) ||
-        !set(o, "max_tokens", json_integer(m->max_tokens)) ||
-        !set(o, "vocab_size", json_integer(m->vocab_size)) ||
-        !set(o, "next_sentence", json_boolean(m->next_sentence)) ||
-        !set(o, "max_batch_size", json_integer(m->max_batch_size)) ||
-        !set(o, "max_batch_tokens", json_integer(m->max_batch_tokens))) {
+    if (o == NULL || !proto_set(o, "name", proto_jstr(m->name)) || !proto_set(o, "kind", proto_jstr(m->kind)) ||
+        !proto_set(o, "ready", json_boolean(m->ready)) ||
+        !proto_set(o, "max_tokens", json_integer(m->max_tokens)) ||
+        !proto_set(o, "vocab_size", json_integer(m->vocab_size)) ||
+        !proto_set(o, "next_sentence", json_boolean(m->next_sentence)) ||
+        !proto_set(o, "max_batch_size", json_integer(m->max_batch_size)) ||
+        !proto_set(o, "max_batch_tokens", json_integer(m->max_batch_tokens))) {
         json_decref(o);
         return NULL;
     }
@@ -1046,17 +1072,17 @@ static json_t *model_json(const proto_model_info *m)
     if (m->kind != NULL && strcmp(m->kind, "bert") == 0)
         return bert_model_json(m);
     json_t *o = json_object(), *in = json_object();
-    if (o == NULL || in == NULL || !set(in, "channels", json_integer(m->channels)) ||
-        !set(in, "height", json_integer(m->height)) || !set(in, "width", json_integer(m->width)) ||
-        !set(o, "name", jstr(m->name)) || !set(o, "kind", jstr(m->kind)) ||
-        !set(o, "ready", json_boolean(m->ready)) ||
-        !set(o, "architecture", jstr(m->architecture))) {
+    if (o == NULL || in == NULL || !proto_set(in, "channels", json_integer(m->channels)) ||
+        !proto_set(in, "height", json_integer(m->height)) || !proto_set(in, "width", json_integer(m->width)) ||
+        !proto_set(o, "name", proto_jstr(m->name)) || !proto_set(o, "kind", proto_jstr(m->kind)) ||
+        !proto_set(o, "ready", json_boolean(m->ready)) ||
+        !proto_set(o, "architecture", proto_jstr(m->architecture))) {
         json_decref(in);
         json_decref(o);
         return NULL;
     }
-    if (!set(o, "inputs", in) || !set(o, "classes", json_integer(m->classes)) ||
-        !set(o, "max_batch_size", json_integer(m->max_batch_size))) {
+    if (!proto_set(o, "inputs", in) || !proto_set(o, "classes", json_integer(m->classes)) ||
+        !proto_set(o, "max_batch_size", json_integer(m->max_batch_size))) {
         json_decref(o);
         return NULL;
     }
@@ -1066,7 +1092,7 @@ static json_t *model_json(const proto_model_info *m)
 char *proto_format_models(const proto_model_info *models, int n)
 {
     json_t *root = json_object(), *arr = json_array();
-    if (root == NULL || !set(root, "models", arr)) {
+    if (root == NULL || !proto_set(root, "models", arr)) {
         json_decref(root);
         return NULL;
     }
@@ -1077,27 +1103,27 @@ char *proto_format_models(const proto_model_info *models, int n)
             return NULL;
         }
     }
-    return dump(root);
+    return proto_dump(root);
 }
 
-char *proto_format_model(const proto_model_info *model) { return dump(model_json(model)); }
+char *proto_format_model(const proto_model_info *model) { return proto_dump(model_json(model)); }
 
 char *proto_format_status(const char *status)
 {
     json_t *root = json_object();
-    if (root == NULL || !set(root, "status", jstr(status))) {
+    if (root == NULL || !proto_set(root, "status", proto_jstr(status))) {
         json_decref(root);
         return NULL;
     }
-    return dump(root);
+    return proto_dump(root);
 }
 
 char *proto_format_error(const char *msg)
 {
     json_t *root = json_object();
-    if (root == NULL || !set(root, "error", jstr(msg))) {
+    if (root == NULL || !proto_set(root, "error", proto_jstr(msg))) {
         json_decref(root);
         return NULL;
     }
-    return dump(root);
+    return proto_dump(root);
 }

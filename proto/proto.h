@@ -131,6 +131,50 @@ void proto_next_sentence_req_free(proto_next_sentence_req *req);
 /* {"model", "is_next": p, "not_next": 1 - p} */
 char *proto_format_next_sentence(const char *model, float is_next, proto_error *err);
 
+/* ---- GAN: generate ------------------------------------------------------------ */
+
+/* Images in one generate request at most, unless the server configures otherwise. */
+#define PROTO_GENERATE_DEFAULT_MAX 64
+
+/* What parsing and answering need to know of a generator. */
+typedef struct proto_gan_model {
+    const char *name;
+    int latent_dim;
+    int num_classes;            /* 0: unconditional */
+    char *const *labels;        /* num_classes labels, or NULL */
+    int channels, height, width;
+    image_range range;          /* how the network's values map to pixels */
+    int max_count;              /* images per request */
+} proto_gan_model;
+
+typedef struct proto_generate_req {
+    int n;                 /* images, 1..max_count */
+    float *latents;        /* (n, latent_dim); owned */
+    int32_t *classes;      /* (n) class of each image, or NULL (unconditional); owned */
+    uint64_t *seeds;       /* (n) seed of each image, or NULL (latents given); owned */
+    float *t;              /* (n) position on an interpolation, or NULL; owned */
+    bool grid;             /* one PNG tiling all images */
+} proto_generate_req;
+
+/* Parses {"count", "seed", "class", "latent", "interpolate", "grid"} (docs/API.md).
+ * random_seed stands in for an omitted seed (the caller draws it from the OS).
+ * 400 malformed or unknown field or a seed that is not an unsigned 64-bit integer;
+ * 413 more images than max_count; 422 count below 1, latent of the wrong length,
+ * unknown class, a class for an unconditional model, bad interpolation steps. */
+int proto_parse_generate(const char *body, size_t len, const proto_gan_model *gm,
+                         uint64_t random_seed, proto_generate_req *out, proto_error *err);
+void proto_generate_req_free(proto_generate_req *req);
+
+/* images (n, C, H, W), the generator's raw output -> {"model", "images": [{"seed" |
+ * "t" | "index", "class"?, "png": base64}, ...]}, or with grid {"model", "grid":
+ * base64, "images": [... without "png"]}.  NULL with err (500) on failure. */
+char *proto_format_generate(const proto_gan_model *gm, const proto_generate_req *req,
+                            const float *images, proto_error *err);
+/* The same as one PNG (Accept: image/png): the single image or the grid; 422 when the
+ * request made several images without grid.  *png is malloc'd. */
+int proto_generate_png(const proto_gan_model *gm, const proto_generate_req *req,
+                       const float *images, uint8_t **png, size_t *png_len, proto_error *err);
+
 /* ---- models ------------------------------------------------------------------- */
 
 /* One entry of GET /v1/models. */
@@ -163,5 +207,7 @@ char *proto_format_error(const char *msg);
 size_t proto_base64_max(size_t len);
 bool proto_base64_decode(const char *in, size_t len, uint8_t *out, size_t *out_len, char *why,
                          size_t why_len);
+/* in -> a NUL-terminated base64 string (padded), malloc'd; NULL when out of memory. */
+char *proto_base64_encode(const uint8_t *in, size_t len);
 
 #endif

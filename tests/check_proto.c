@@ -18,7 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/latent.h"
 #include "proto/proto.h"
+
+#include <stb/stb_image.h>
 
 static const char G28[] =
     "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAABcUlEQVR42mNg4BSSVtE1s/cIjErOKa1rnzBz0eot"
@@ -111,6 +114,9 @@ START_TEST(base64_rfc4648_vectors)
         ck_assert_uint_eq(n, strlen(vec[i][1]));
         ck_assert_mem_eq(out, vec[i][1], n);
         ck_assert_uint_ge(proto_base64_max(strlen(vec[i][0])), n);
+        char *enc = proto_base64_encode((const uint8_t *)vec[i][1], strlen(vec[i][1]));
+        ck_assert_str_eq(enc, vec[i][0]);
+        free(enc);
     }
 }
 END_TEST
@@ -149,31 +155,20 @@ END_TEST
 /* Every byte value and every tail length round-trips through a reference encoder. */
 START_TEST(base64_round_trip)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     uint8_t data[300], back[300];
-    char enc[420];
     for (size_t i = 0; i < sizeof data; i++)
         data[i] = (uint8_t)(i * 7 + 3);
     for (size_t len = 0; len <= sizeof data; len++) {
-        size_t o = 0;
-        for (size_t i = 0; i < len; i += 3) {
-            uint32_t v = (uint32_t)data[i] << 16;
-            if (i + 1 < len)
-                v |= (uint32_t)data[i + 1] << 8;
-            if (i + 2 < len)
-                v |= data[i + 2];
-            enc[o++] = alphabet[v >> 18 & 63];
-            enc[o++] = alphabet[v >> 12 & 63];
-            enc[o++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
-            enc[o++] = i + 2 < len ? alphabet[v & 63] : '=';
-        }
+        char *enc = proto_base64_encode(data, len);
+        ck_assert_ptr_nonnull(enc);
+        ck_assert_uint_eq(strlen(enc), (len + 2) / 3 * 4);
         size_t n;
         char why[160];
-        ck_assert_msg(proto_base64_decode(enc, o, back, &n, why, sizeof why), "len %zu: %s", len,
-                      why);
+        ck_assert_msg(proto_base64_decode(enc, strlen(enc), back, &n, why, sizeof why),
+                      "len %zu: %s", len, why);
         ck_assert_uint_eq(n, len);
         ck_assert_mem_eq(back, data, len);
+        free(enc);
     }
 }
 END_TEST
@@ -985,6 +980,171 @@ START_TEST(format_next_sentence_and_bert_model)
 }
 END_TEST
 
+/* ---- generate (GAN) ------------------------------------------------------------- */
+
+static char *gen_labels[] = {"T-shirt", "Trouser", "Bag"};
+static const proto_gan_model GAN_COND = {"gan", 5, 3, gen_labels, 1, 4, 3, IMAGE_RANGE_TANH, 8};
+static const proto_gan_model GAN_PLAIN = {"plain", 4, 0, NULL, 3, 2, 2, IMAGE_RANGE_SIGMOID, 8};
+
+static void gen_ok(const char *body, const proto_gan_model *gm, proto_generate_req *req)
+{
+    proto_error err;
+    int st = proto_parse_generate(body, strlen(body), gm, 777, req, &err);
+    ck_assert_msg(st == 0, "%s: %d %s", body, st, err.msg);
+}
+
+static void gen_refuse(const char *body, const proto_gan_model *gm, int status, const char *part)
+{
+    proto_generate_req req;
+    proto_error err;
+    int st = proto_parse_generate(body, strlen(body), gm, 777, &req, &err);
+    ck_assert_msg(st == status, "%s: status %d (%s), want %d", body, st, err.msg, status);
+    ck_assert_msg(strstr(err.msg, part), "%s: message '%s' lacks '%s'", body, err.msg, part);
+    ck_assert_ptr_null(req.latents);
+}
+
+START_TEST(generate_seeds)
+{
+    proto_generate_req req;
+    float z[5];
+    gen_ok("{}", &GAN_PLAIN, &req); /* random seed from the caller, reported */
+    ck_assert_int_eq(req.n, 1);
+    ck_assert_uint_eq(req.seeds[0], 777);
+    latent_from_seed(777, z, 4);
+    ck_assert_mem_eq(req.latents, z, 4 * sizeof(float));
+    ck_assert_ptr_null(req.classes);
+    proto_generate_req_free(&req);
+
+    gen_ok("{\"count\": 3, \"seed\": 42}", &GAN_COND, &req);
+    ck_assert_int_eq(req.n, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(req.seeds[i], 42 + (uint64_t)i);
+        latent_from_seed(42 + (uint64_t)i, z, 5);
+        ck_assert_mem_eq(req.latents + i * 5, z, sizeof z);
+        ck_assert_int_eq(req.classes[i], i % 3); /* no class: a tour of the classes */
+    }
+    proto_generate_req_free(&req);
+
+    gen_ok("{\"count\": 2, \"seed\": \"18446744073709551615\", \"class\": \"Bag\"}", &GAN_COND,
+           &req);
+    ck_assert_uint_eq(req.seeds[0], UINT64_MAX);
+    ck_assert_uint_eq(req.seeds[1], 0); /* wraps */
+    ck_assert_int_eq(req.classes[0], 2);
+    ck_assert_int_eq(req.classes[1], 2);
+    proto_generate_req_free(&req);
+
+    gen_ok("{\"class\": 1, \"grid\": true}", &GAN_COND, &req);
+    ck_assert_int_eq(req.classes[0], 1);
+    ck_assert(req.grid);
+    proto_generate_req_free(&req);
+}
+END_TEST
+
+START_TEST(generate_latent_and_interpolate)
+{
+    proto_generate_req req;
+    gen_ok("{\"latent\": [1, 2, 3, 4.5]}", &GAN_PLAIN, &req);
+    ck_assert_int_eq(req.n, 1);
+    ck_assert_float_eq(req.latents[3], 4.5f);
+    ck_assert_ptr_null(req.seeds);
+    proto_generate_req_free(&req);
+    gen_ok("{\"latent\": [[1, 2, 3, 4], [0, 0, 0, -1]]}", &GAN_PLAIN, &req);
+    ck_assert_int_eq(req.n, 2);
+    ck_assert_float_eq(req.latents[7], -1.0f);
+    proto_generate_req_free(&req);
+
+    gen_ok("{\"interpolate\": {\"from_seed\": 1, \"to_seed\": 2, \"steps\": 3}}", &GAN_PLAIN, &req);
+    ck_assert_int_eq(req.n, 3);
+    float a[4], b[4];
+    latent_from_seed(1, a, 4);
+    latent_from_seed(2, b, 4);
+    ck_assert_mem_eq(req.latents, a, sizeof a);
+    ck_assert_mem_eq(req.latents + 8, b, sizeof b);
+    ck_assert_float_eq_tol(req.latents[4], 0.5f * (a[0] + b[0]), 1e-6f);
+    ck_assert_float_eq(req.t[1], 0.5f);
+    proto_generate_req_free(&req);
+}
+END_TEST
+
+START_TEST(generate_refusals)
+{
+    gen_refuse("[]", &GAN_PLAIN, 400, "JSON object");
+    gen_refuse("{\"n\": 1}", &GAN_PLAIN, 400, "unknown field \"n\"");
+    gen_refuse("{\"seed\": -1}", &GAN_PLAIN, 400, "unsigned 64-bit");
+    gen_refuse("{\"seed\": 1.5}", &GAN_PLAIN, 400, "unsigned 64-bit");
+    gen_refuse("{\"seed\": \"abc\"}", &GAN_PLAIN, 400, "unsigned 64-bit");
+    gen_refuse("{\"seed\": \"18446744073709551616\"}", &GAN_PLAIN, 400, "unsigned 64-bit");
+    gen_refuse("{\"count\": 0}", &GAN_PLAIN, 422, "at least 1");
+    gen_refuse("{\"count\": 9}", &GAN_PLAIN, 413, "limit of 8");
+    gen_refuse("{\"count\": \"2\"}", &GAN_PLAIN, 400, "integer");
+    gen_refuse("{\"latent\": [1, 2, 3]}", &GAN_PLAIN, 422, "takes 4");
+    gen_refuse("{\"latent\": [[1, 2, 3, 4], [1]]}", &GAN_PLAIN, 422, "vector 1 has 1 values");
+    gen_refuse("{\"latent\": []}", &GAN_PLAIN, 422, "empty");
+    gen_refuse("{\"latent\": [[1, 2, 3, \"x\"]]}", &GAN_PLAIN, 400, "must be a number");
+    gen_refuse("{\"latent\": [1, 2, 3, 4], \"seed\": 1}", &GAN_PLAIN, 400, "give one of");
+    gen_refuse("{\"class\": 0}", &GAN_PLAIN, 422, "unconditional");
+    gen_refuse("{\"class\": \"Sneaker\"}", &GAN_COND, 422, "unknown class \"Sneaker\"");
+    gen_refuse("{\"class\": 3}", &GAN_COND, 422, "outside 0..2");
+    gen_refuse("{\"class\": [1]}", &GAN_COND, 400, "label (string) or an index");
+    gen_refuse("{\"grid\": \"yes\"}", &GAN_PLAIN, 400, "true or false");
+    gen_refuse("{\"interpolate\": {\"from_seed\": 1, \"to_seed\": 2, \"steps\": 1}}", &GAN_PLAIN,
+               422, "at least 2");
+    gen_refuse("{\"interpolate\": {\"from_seed\": 1, \"steps\": 3}}", &GAN_PLAIN, 400,
+               "needs from_seed, to_seed and steps");
+    gen_refuse("{\"interpolate\": {\"from_seed\": 1, \"to_seed\": 2, \"steps\": 3, \"x\": 1}}",
+               &GAN_PLAIN, 400, "unknown field \"x\" in \"interpolate\"");
+}
+END_TEST
+
+/* The response's PNGs decode to exactly the quantised pixels. */
+START_TEST(generate_answer_png)
+{
+    proto_generate_req req;
+    gen_ok("{\"count\": 2, \"seed\": 5}", &GAN_COND, &req);
+    float images[2 * 12];
+    for (int i = 0; i < 24; i++)
+        images[i] = -1.0f + (float)i / 12.0f;
+    proto_error err;
+    char *json = proto_format_generate(&GAN_COND, &req, images, &err);
+    ck_assert_ptr_nonnull(json);
+    json_t *root = json_loads(json, 0, NULL);
+    json_t *imgs = json_object_get(root, "images");
+    ck_assert_int_eq(json_array_size(imgs), 2);
+    for (int i = 0; i < 2; i++) {
+        json_t *img = json_array_get(imgs, i);
+        ck_assert_int_eq(json_integer_value(json_object_get(img, "seed")), 5 + i);
+        ck_assert_str_eq(json_string_value(json_object_get(img, "class")), gen_labels[i]);
+        const char *b = json_string_value(json_object_get(img, "png"));
+        uint8_t png[4096];
+        size_t n;
+        ck_assert(proto_base64_decode(b, strlen(b), png, &n, NULL, 0));
+        int w, h, c;
+        uint8_t *px = stbi_load_from_memory(png, (int)n, &w, &h, &c, 1);
+        ck_assert_int_eq(w, 3);
+        ck_assert_int_eq(h, 4);
+        uint8_t want[12];
+        image_from_tensor(images + i * 12, 1, 4, 3, IMAGE_RANGE_TANH, want);
+        ck_assert_mem_eq(px, want, 12);
+        stbi_image_free(px);
+    }
+    json_decref(root);
+    free(json);
+
+    uint8_t *png;
+    size_t len;
+    ck_assert_int_eq(proto_generate_png(&GAN_COND, &req, images, &png, &len, &err), 422);
+    req.grid = true;
+    ck_assert_int_eq(proto_generate_png(&GAN_COND, &req, images, &png, &len, &err), 0);
+    int w, h, c;
+    uint8_t *px = stbi_load_from_memory(png, (int)len, &w, &h, &c, 1);
+    ck_assert_int_eq(w, 2 * (3 + 2) + 2); /* two side by side, 2-pixel padding */
+    ck_assert_int_eq(h, 4 + 4);
+    stbi_image_free(px);
+    free(png);
+    proto_generate_req_free(&req);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -1019,6 +1179,13 @@ static Suite *proto_suite(void)
     tcase_add_test(resp, format_models);
     tcase_add_test(resp, format_errors_and_status);
     suite_add_tcase(s, resp);
+
+    TCase *gen = tcase_create("generate");
+    tcase_add_test(gen, generate_seeds);
+    tcase_add_test(gen, generate_latent_and_interpolate);
+    tcase_add_test(gen, generate_refusals);
+    tcase_add_test(gen, generate_answer_png);
+    suite_add_tcase(s, gen);
 
     TCase *bert = tcase_create("bert");
     tcase_add_checked_fixture(bert, bert_setup, bert_teardown);
