@@ -11,7 +11,8 @@
  * Prints one line that bench/run.sh parses (fields are key=value, extra fields may
  * follow but the first six never move):
  *   modeld <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
- * (images_per_s counts sequences for BERT, whose line also ends in seq=T).
+ * (images_per_s counts sequences for BERT, whose line also ends in seq=T, and
+ * generated images for a GAN).
  *
  * Workloads:
  *   - CNN: a batch of N(0,1) noise images from a fixed seed: the model's input is
@@ -22,6 +23,11 @@
  *     logits at the mask only, no NSP head.  The peers run this very workload
  *     (bench/prepare.py documents it beside the FLOP count all three use:
  *     L*(T*(8D^2 + 4DI) + 4T^2 D) + (2D^2 + 2DV) per sequence).
+ *   - GAN (no SEQ): BATCH latents z of N(0,1) from the same fixed-seed stream and,
+ *     for a conditional generator, class i % num_classes for sample i (NULL for an
+ *     unconditional one); engine_gan_forward into (N, C, H, W), the raw output.
+ *     bench/prepare.py and bench_ort.mjs feed their peers the same shapes (their
+ *     own fixed N(0,1) draws: the values do not change the work).
  *
  * Measurement choices, and why:
  *   - The BLAS thread count is set once, before the model loads, through
@@ -31,8 +37,8 @@
  *     what the code can do when the machine is quiet.
  *   - Without --iters the loop runs for about 2 s (at least 5, at most 2000
  *     iterations), so one command line suits a 0.1 ms model and a 300 ms one.
- *   - CNN GFLOP/s counts convolutions and linears only (engine_model_flops), 2 per
- *     multiply-add.  peak_pct is against the FP32 peak of the cores the run may
+ *   - CNN and GAN GFLOP/s count convolutions, transposed convolutions and linears
+ *     only (engine_model_flops), 2 per multiply-add.  peak_pct is against the FP32 peak of the cores the run may
  *     use: 116.5 GFLOP/s per Zen 4 core (3.64 GHz x 32 FLOP/cycle), times
  *     min(threads, 2) on the 2-core benchmark machines, i.e. 233 by default.
  *
@@ -143,6 +149,9 @@ typedef struct workload {
     int batch;
     /* CNN */
     float *x, *logits;
+    /* GAN */
+    float *z, *images;
+    int32_t *classes; /* NULL: unconditional */
     /* BERT */
     engine_bert_seq *seqs;
     int32_t *ids, *mask_pos;
@@ -153,6 +162,8 @@ static engine_status run_once(workload *w, engine_err *err)
 {
     if (w->seqs)
         return engine_bert_forward(w->s, w->seqs, w->batch, w->mlm, NULL, err);
+    if (w->z)
+        return engine_gan_forward(w->s, w->z, w->classes, w->batch, w->images, err);
     return engine_cnn_forward(w->s, w->x, w->batch, w->logits, err);
 }
 
@@ -165,6 +176,23 @@ static void cnn_workload(workload *w, const engine_model *m)
     w->logits = xmalloc((size_t)w->batch * engine_model_num_outputs(m) * sizeof *w->logits);
     for (size_t i = 0; i < in_floats; i++)
         w->x[i] = rng_normal();
+}
+
+static void gan_workload(workload *w, const engine_model *m)
+{
+    const int nz = engine_gan_latent_dim(m), n_classes = engine_gan_num_classes(m);
+    int c, h, w_;
+    engine_gan_output_shape(m, &c, &h, &w_);
+    const size_t z_floats = (size_t)w->batch * nz; /* z (N, latent_dim) */
+    w->z = xmalloc(z_floats * sizeof *w->z);
+    w->images = xmalloc((size_t)w->batch * c * h * w_ * sizeof *w->images);
+    for (size_t i = 0; i < z_floats; i++)
+        w->z[i] = rng_normal();
+    if (n_classes > 0) {
+        w->classes = xmalloc((size_t)w->batch * sizeof *w->classes);
+        for (int i = 0; i < w->batch; i++)
+            w->classes[i] = i % n_classes;
+    }
 }
 
 static void bert_workload(workload *w, const engine_model *m, int seq)
@@ -187,9 +215,10 @@ static void bert_workload(workload *w, const engine_model *m, int seq)
     }
 }
 
-/* FLOPs of one sample as every peer counts them: the model's GEMMs per image, or for
- * BERT the encoder's GEMMs per token times T, its attention products and the MLM
- * head at the one mask (bench/prepare.py has the same formula). */
+/* FLOPs of one sample as every peer counts them: the model's GEMMs per image (CNN,
+ * GAN: convolutions, transposed convolutions, linears), or for BERT the encoder's
+ * GEMMs per token times T, its attention products and the MLM head at the one mask
+ * (bench/prepare.py has the same formulas). */
 static double sample_flops(const engine_model *m, const model_dir *md, int seq)
 {
     if (md->kind != MODEL_KIND_BERT)
@@ -230,7 +259,7 @@ int main(int argc, char **argv)
     model_dir md;
     if (model_dir_read(dir, &md, &err) != ENGINE_OK)
         die(dir, &err);
-    const bool bert = md.kind == MODEL_KIND_BERT;
+    const bool bert = md.kind == MODEL_KIND_BERT, gan = md.kind == MODEL_KIND_GAN;
     if (bert != (n_pos == 3)) {
         fprintf(stderr, "bench_engine: %s is a %s model: %s\n", dir, model_kind_name(md.kind),
                 bert ? "give SEQ, its sequence length" : "it takes no SEQ");
@@ -238,15 +267,18 @@ int main(int argc, char **argv)
     }
     const int seq = bert ? parse_int(pos[2], "SEQ", 3, md.bert.max_position_embeddings) : 0;
     engine_model *m;
-    engine_status st = bert ? engine_bert_load(&md.bert, md.weights_path, w.batch,
-                                               w.batch * seq, &m, &err)
-                            : engine_cnn_load(&md.cnn, md.weights_path, w.batch, &m, &err);
+    engine_status st = bert  ? engine_bert_load(&md.bert, md.weights_path, w.batch,
+                                                w.batch * seq, &m, &err)
+                     : gan   ? engine_gan_load(&md.gan, md.weights_path, w.batch, &m, &err)
+                             : engine_cnn_load(&md.cnn, md.weights_path, w.batch, &m, &err);
     if (st != ENGINE_OK)
         die(dir, &err);
     if (engine_session_open(m, &w.s, &err) != ENGINE_OK)
         die("session", &err);
     if (bert)
         bert_workload(&w, m, seq);
+    else if (gan)
+        gan_workload(&w, m);
     else
         cnn_workload(&w, m);
     const double flops = sample_flops(m, &md, seq);
@@ -273,7 +305,7 @@ int main(int argc, char **argv)
         double t0 = bench_now_ms();
         run_once(&w, &err);
         ms[i] = bench_now_ms() - t0;
-        sink += bert ? w.mlm[0] : w.logits[0];
+        sink += bert ? w.mlm[0] : gan ? w.images[0] : w.logits[0];
     }
     (void)sink;
     qsort(ms, (size_t)iters, sizeof *ms, bench_cmp_double);
@@ -297,6 +329,9 @@ int main(int argc, char **argv)
     free(w.ids);
     free(w.mask_pos);
     free(w.mlm);
+    free(w.z);
+    free(w.images);
+    free(w.classes);
     engine_session_close(w.s);
     engine_model_free(m);
     return 0;

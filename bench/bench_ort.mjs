@@ -5,7 +5,10 @@
 // MODEL.onnx comes from `prepare.py onnx MODEL_DIR BATCH MODEL.onnx`, which also
 // writes MODEL.json (model name, fixed input shape, FLOPs per sample) beside it,
 // or for a BERT from `prepare.py onnx-bert MODEL_DIR BATCH SEQ MODEL.onnx` (its
-// MODEL.json has kind "bert", seq and the int64 inputs).
+// MODEL.json has kind "bert", seq and the int64 inputs).  For a GAN generator
+// directory `prepare.py onnx` writes kind "gan", num_classes and the inputs: z
+// (B, latent_dim) float32, fed N(0,1), and for a conditional generator classes (B)
+// int64, fed i % num_classes.
 // Prints one line in bench_engine's format, with "ort" in place of "modeld":
 //   ort <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
 // and for a BERT " seq=T" at the end (images_per_s then counts sequences).
@@ -122,7 +125,29 @@ function imageFeeds() {
   return { [session.inputNames[0]]: new ort.Tensor('float32', data, meta.shape) };
 }
 
-const feeds = isBert ? bertFeeds(meta.seq) : imageFeeds();
+// prepare.py's gan_workload(), restated: z of N(0,1), class i % num_classes
+function ganFeeds() {
+  const feeds = {};
+  for (const inp of meta.inputs) {
+    const numel = inp.shape.reduce((a, b) => a * b, 1);
+    if (inp.name === 'z' && inp.dtype === 'float32') {
+      const data = new Float32Array(numel);
+      const normal = normalStream(12345);
+      for (let i = 0; i < numel; i++) data[i] = normal();
+      feeds.z = new ort.Tensor('float32', data, inp.shape);
+    } else if (inp.name === 'classes' && inp.dtype === 'int64') {
+      const data = new BigInt64Array(numel);
+      for (let i = 0; i < numel; i++) data[i] = BigInt(i % meta.num_classes);
+      feeds.classes = new ort.Tensor('int64', data, inp.shape);
+    } else {
+      console.error(`bench_ort: unexpected GAN input ${inp.name} (${inp.dtype}) in ${onnxPath}`);
+      process.exit(2);
+    }
+  }
+  return feeds;
+}
+
+const feeds = isBert ? bertFeeds(meta.seq) : meta.kind === 'gan' ? ganFeeds() : imageFeeds();
 
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 let last = 0;

@@ -6,7 +6,9 @@
 Prints one line in bench_engine's format, with "torch" in place of "modeld":
     torch <name> batch=B median_ms=.. p10_ms=.. images_per_s=.. gflops=.. peak_pct=..
 and for a BERT directory (config.json with model_type "bert"; SEQ required)
-" seq=T" at the end, images_per_s then counting sequences.
+" seq=T" at the end, images_per_s then counting sequences.  A GAN generator
+directory (kind "gan", no SEQ) times module(z, classes) on prepare.py's
+gan_workload(): BATCH latents, classes i % num_classes when conditional.
 
 PyTorch is set up at its best, as docs/PERFORMANCE.md describes:
 Debian's torch links the system BLAS, so run.sh starts this with
@@ -76,12 +78,19 @@ def main():
         if args.seq is not None:
             p.error("SEQ is for BERT directories only")
         model, config, _ = export_model.load_model_dir(args.model_dir)
-        shape = prepare.input_shape(config)
-        flops = prepare.count_flops(model, shape)
-        x = torch.randn(args.batch, *shape, generator=torch.Generator().manual_seed(0))
+        if prepare.is_gan_config(config):
+            flops = prepare.gan_flops(model, config)
+            inputs = prepare.gan_workload(config, args.batch)
+            if len(inputs) == 1:
+                inputs = (inputs[0], None)
+        else:
+            shape = prepare.input_shape(config)
+            flops = prepare.count_flops(model, shape)
+            inputs = (torch.randn(args.batch, *shape,
+                                  generator=torch.Generator().manual_seed(0)),)
 
         def forward():
-            return model(x)
+            return model(*inputs)
 
     with torch.inference_mode():
         last = 0.0

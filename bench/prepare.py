@@ -2,10 +2,12 @@
 """Make the benchmark's inputs: model directories and their ONNX exports.
 
     prepare.py resnet DIR ARCH        torchvision ARCH with random weights -> DIR
+    prepare.py dcgan DIR              the PyTorch examples DCGAN generator (nz 100,
+                                      ngf 64, 3x64x64) with random weights -> DIR
     prepare.py onnx MODEL_DIR BATCH OUT.onnx
-                                      MODEL_DIR as ONNX (opset 14, fixed batch) for
-                                      ONNX Runtime, plus OUT.json: name, input shape,
-                                      FLOPs per sample
+                                      MODEL_DIR, a CNN or a GAN generator, as ONNX
+                                      (opset 14, fixed batch) for ONNX Runtime, plus
+                                      OUT.json: name, input shape(s), FLOPs per sample
     prepare.py bert DIR               BERT-base (BertForMaskedLM) with random weights
                                       -> DIR, as save_pretrained writes it
     prepare.py onnx-bert MODEL_DIR BATCH SEQ OUT.onnx
@@ -22,8 +24,19 @@ The ONNX batch dimension is fixed, one file per batch size: that lets ONNX
 Runtime fold shapes at session creation, its best configuration, and costs a
 few seconds of export per row.
 
-count_flops() is also bench_torch.py's, so both Python peers count what
-engine_model_flops() counts: 2 per multiply-add of convolutions and linears.
+count_flops() and gan_flops() are also bench_torch.py's, so both Python
+peers count what engine_model_flops() counts: 2 per multiply-add of
+convolutions, transposed convolutions and linears.
+
+The GAN rows (dcgan:BATCH, fashion-gan:BATCH) time a generator's forward
+pass (gan_workload()): BATCH latents z of N(0,1) and, for a conditional
+generator, class i % num_classes for sample i; the output is the raw
+(N, C, H, W) image batch (tanh or sigmoid range), no mapping to pixels.  The
+ONNX graph's inputs are z (B, latent_dim) float32 and, when conditional,
+classes (B,) int64.  The dcgan directory is the pytorch/examples Generator
+with PyTorch's default initialisation and BatchNorm running statistics
+measured on random latents (make_dcgan()), so every layer sees and makes
+activations of a trained network's scale: nothing saturates or vanishes.
 
 The BERT rows (bert-base@SEQ:BATCH) time masked-token prediction, the
 daemon's fill-mask work, identically on every peer (bert_workload()):
@@ -39,6 +52,7 @@ time the same as trained ones.
 
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -58,13 +72,20 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def count_flops(model, shape):
-    """FLOPs of one sample of shape (C, H, W): 2 per multiply-add, conv + linear."""
+def _count_flops(model, *inputs):
+    """FLOPs of model(*inputs), inputs of batch 1: 2 per multiply-add of
+    Conv2d (per output element: in_channels/groups * kh*kw), ConvTranspose2d
+    (per input element: out_channels/groups * kh*kw) and Linear, as
+    engine/graph.c's graph_flops()."""
     total = [0]
 
     def conv_hook(m, inp, out):
         k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
         total[0] += 2 * out[0].numel() * k
+
+    def conv_t_hook(m, inp, out):
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.out_channels // m.groups)
+        total[0] += 2 * inp[0][0].numel() * k
 
     def linear_hook(m, inp, out):
         total[0] += 2 * m.in_features * m.out_features
@@ -73,13 +94,76 @@ def count_flops(model, shape):
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.ConvTranspose2d):
+            hooks.append(m.register_forward_hook(conv_t_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))
-    with torch.no_grad():
-        model(torch.zeros(1, *shape))
-    for h in hooks:
-        h.remove()
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
     return total[0]
+
+
+def count_flops(model, shape):
+    """FLOPs of one sample of shape (C, H, W): 2 per multiply-add, conv + linear."""
+    return _count_flops(model, torch.zeros(1, *shape))
+
+
+def gan_flops(model, config):
+    """FLOPs of one generated image: 2 per multiply-add of the generator's
+    convolutions, transposed convolutions and linears (the condition's
+    embedding lookup or one-hot is a copy, not counted)."""
+    return _count_flops(model, *gan_workload(config, 1))
+
+
+def is_gan_config(config):
+    return config.get("kind") == "gan"
+
+
+def gan_workload(config, batch):
+    """-> the generator's inputs: (z (batch, latent_dim) float32, N(0,1) from
+    a fixed seed,) plus classes (batch,) int64 = i % num_classes when the
+    generator is conditional.  bench_engine and bench_ort.mjs draw their own
+    N(0,1) (the values do not change the work) and the same classes."""
+    z = torch.randn(batch, int(config["latent_dim"]), generator=torch.Generator().manual_seed(0))
+    n_classes = int(config.get("num_classes", 0))
+    if not n_classes:
+        return (z,)
+    return z, torch.arange(batch, dtype=torch.int64) % n_classes
+
+
+DCGAN_NZ, DCGAN_NGF, DCGAN_NC = 100, 64, 3
+
+
+def make_dcgan(out_dir):
+    """The pytorch/examples DCGAN generator (nz 100, ngf 64, nc 3, 64x64):
+    PyTorch's default initialisation, then BatchNorm running statistics
+    measured on 256 random latents and the affine parameters drawn around
+    (1, 0), so the eval-mode network is neither degenerate nor saturated."""
+    if os.path.exists(os.path.join(out_dir, "model.safetensors")):
+        return
+    torch.manual_seed(0)
+    gen = export_model.dcgan_generator(DCGAN_NZ, DCGAN_NGF, DCGAN_NC)
+    bns = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.75, 1.25)
+            bn.bias.normal_(0.0, 0.1)
+            bn.momentum = None      # a cumulative average over the batches below
+            bn.reset_running_stats()
+        gen.train()
+        for _ in range(4):
+            gen(torch.randn(64, DCGAN_NZ, 1, 1))
+    gen.eval()
+    # written beside, then renamed: an interrupted run leaves no half directory
+    tmp = os.path.normpath(out_dir) + ".tmp"
+    export_model.export_dcgan(gen, tmp, DCGAN_NZ, DCGAN_NGF, DCGAN_NC)
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
 
 
 def input_shape(config):
@@ -99,6 +183,9 @@ def make_resnet(out_dir, arch):
 
 def make_onnx(model_dir, batch, out_path):
     model, config, _ = export_model.load_model_dir(model_dir)
+    if is_gan_config(config):
+        make_onnx_gan(model, config, model_dir, batch, out_path)
+        return
     shape = input_shape(config)
     x = torch.zeros(batch, *shape)
     with torch.no_grad():
@@ -106,6 +193,36 @@ def make_onnx(model_dir, batch, out_path):
                           input_names=["input"], output_names=["logits"])
     meta = {"name": os.path.basename(os.path.normpath(model_dir)), "batch": batch,
             "shape": [batch, *shape], "flops_per_sample": count_flops(model, shape)}
+    with open(os.path.splitext(out_path)[0] + ".json", "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+
+
+class _GeneratorZ(nn.Module):
+    """An unconditional GeneratorModule with z as its only input."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z):
+        return self.model(z, None)
+
+
+def make_onnx_gan(model, config, model_dir, batch, out_path):
+    """Inputs z (B, latent_dim) float32 and, for a conditional generator,
+    classes (B,) int64; output images (B, C, H, W)."""
+    inputs = gan_workload(config, batch)
+    names = ["z", "classes"][:len(inputs)]
+    module = model if len(inputs) == 2 else _GeneratorZ(model)
+    with torch.no_grad():
+        torch.onnx.export(module, inputs, out_path, opset_version=14,
+                          input_names=names, output_names=["images"])
+    dtypes = {torch.float32: "float32", torch.int64: "int64"}
+    meta = {"name": os.path.basename(os.path.normpath(model_dir)), "kind": "gan",
+            "batch": batch, "num_classes": int(config.get("num_classes", 0)),
+            "inputs": [{"name": n, "dtype": dtypes[t.dtype], "shape": list(t.shape)}
+                       for n, t in zip(names, inputs)],
+            "flops_per_sample": gan_flops(model, config)}
     with open(os.path.splitext(out_path)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(meta, f)
 
@@ -246,6 +363,8 @@ def main(argv):
         make_resnet(argv[1], argv[2])
     elif len(argv) == 4 and argv[0] == "onnx":
         make_onnx(argv[1], int(argv[2]), argv[3])
+    elif len(argv) == 2 and argv[0] == "dcgan":
+        make_dcgan(argv[1])
     elif len(argv) == 2 and argv[0] == "bert":
         make_bert(argv[1])
     elif len(argv) == 5 and argv[0] == "onnx-bert":

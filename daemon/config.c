@@ -86,6 +86,8 @@ static const config_option options[] = {
      "BERT: tokens per forward pass; 0 = max_batch_size x max_position_embeddings"},
     {SERVER(max_images_per_request), OPT_INT, "256", 1, 100000,
      offsetof(config, max_images_per_request), "images in one classify request; more gets 413"},
+    {SERVER(max_generate_images), OPT_INT, "64", 1, 100000,
+     offsetof(config, max_generate_images), "images in one generate request; more gets 413"},
     {SERVER(request_timeout_ms), OPT_INT, "30000", 1, 3600000,
      offsetof(config, request_timeout_ms),
      "longest a request waits in its model's queue before it fails with 503"},
@@ -468,19 +470,29 @@ static bool is_dir(const char *path)
 int config_finish(config *c, char *err, size_t errlen)
 {
     if (c->n_models == 0) {
-        static const char *const candidates[] = {"./models/fashion",
-                                                 MODELD_PKGDATADIR "/models/fashion"};
-        const char *found = NULL;
-        for (size_t i = 0; i < sizeof candidates / sizeof candidates[0] && !found; i++)
-            if (is_dir(candidates[i]))
-                found = candidates[i];
-        if (found == NULL)
+        /* The models a fresh clone (or an installed copy) serves with no setting at
+         * all: every default present, from the first place holding the classifier. */
+        static const char *const bases[] = {"./models", MODELD_PKGDATADIR "/models"};
+        static const char *const defaults[] = {"fashion", "bert", "fashion-gan"};
+        const char *base = NULL;
+        char dir[PATH_MAX];
+        for (size_t i = 0; i < sizeof bases / sizeof bases[0] && !base; i++) {
+            snprintf(dir, sizeof dir, "%s/%s", bases[i], defaults[0]);
+            if (is_dir(dir))
+                base = bases[i];
+        }
+        if (base == NULL)
             return log_errbuf(err, errlen,
-                        "no model configured and no default model at %s or %s; "
+                        "no model configured and no default model at %s/%s or %s/%s; "
                         "pass --model NAME=DIR or add a [model NAME] section",
-                        candidates[0], candidates[1]);
-        if (config_set(c, "model fashion", "path", found, err, errlen) != 0)
-            return -1;
+                        bases[0], defaults[0], bases[1], defaults[0]);
+        for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+            snprintf(dir, sizeof dir, "%s/%s", base, defaults[i]);
+            char section[CONFIG_NAME_MAX + 8];
+            snprintf(section, sizeof section, "model %s", defaults[i]);
+            if (is_dir(dir) && config_set(c, section, "path", dir, err, errlen) != 0)
+                return -1;
+        }
     }
     if ((long long)c->max_queue_delay_us >= (long long)c->request_timeout_ms * 1000)
         return log_errbuf(err, errlen,
@@ -612,15 +624,17 @@ void config_usage(FILE *out)
 {
     fprintf(out,
             "Usage: modeld [--config FILE] [--listen HOST:PORT] [--model NAME=DIR]...\n"
-            "Serves image classification models over HTTP (see README.md).\n"
+            "Serves image classification, fill-mask and image generation models over HTTP\n"
+            "(see README.md).\n"
             "\n"
             "  --config FILE        read settings from an INI file (see conf/modeld.conf)\n"
             "  --listen HOST:PORT   address to serve on (default 127.0.0.1:8080)\n"
             "  --model NAME=DIR     serve the model directory DIR as NAME; repeatable\n"
             "  --help, --version\n"
             "\n"
-            "Flags override the file.  With no model anywhere, 'fashion' is served from\n"
-            "./models/fashion or %s/models/fashion.\n"
+            "Flags override the file.  With no model anywhere, the default models\n"
+            "(fashion, bert, fashion-gan: those present) are served from ./models or\n"
+            "%s/models.\n"
             "Exit status: 0 after SIGTERM/SIGINT, 1 start-up failure, 2 bad usage or settings.\n"
             "\n"
             "Settings ([server] and [model NAME] sections of the file):\n",

@@ -44,6 +44,7 @@ typedef struct config {
     int max_batch_size;               /* images or sequences per forward pass */
     int max_batch_tokens;             /* BERT tokens per forward pass; 0: derived */
     int max_images_per_request;
+    int max_generate_images;
     int request_timeout_ms;
     int max_queue_delay_us;
     char log_level[16];

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -89,6 +90,7 @@ typedef enum infer_op {
     INFER_CLASSIFY,
     INFER_FILL_MASK,
     INFER_NEXT_SENTENCE,
+    INFER_GENERATE,
 } infer_op;
 
 static const struct infer_route {
@@ -99,6 +101,7 @@ static const struct infer_route {
     {"/classify", INFER_CLASSIFY, MODEL_KIND_CNN},
     {"/fill-mask", INFER_FILL_MASK, MODEL_KIND_BERT},
     {"/next-sentence", INFER_NEXT_SENTENCE, MODEL_KIND_BERT},
+    {"/generate", INFER_GENERATE, MODEL_KIND_GAN},
 };
 #define N_INFER_ROUTES (sizeof INFER_ROUTES / sizeof INFER_ROUTES[0])
 
@@ -120,6 +123,8 @@ typedef struct infer_task {
     int32_t *top_ids;             /* (n_mask, top_k) */
     float *top_scores;            /* (n_mask, top_k) */
     proto_next_sentence_req pair; /* owns ids, segment ids */
+    proto_generate_req gen;       /* owns latents, classes, seeds */
+    float *images;                /* (N, C, H, W) generator output */
 } infer_task;
 
 static void infer_task_free(void *p)
@@ -133,6 +138,8 @@ static void infer_task_free(void *p)
     free(t->top_ids);
     free(t->top_scores);
     proto_next_sentence_req_free(&t->pair);
+    proto_generate_req_free(&t->gen);
+    free(t->images);
     free(t);
 }
 
@@ -145,6 +152,7 @@ typedef struct http_req {
     size_t len, cap;
     unsigned long long received; /* body bytes seen, kept or not */
     bool too_large;
+    bool want_png;          /* generate: Accept: image/png, one PNG as the body */
     batcher_job *job;       /* set while suspended on the batcher */
     int deferred_status;    /* an answer decided while suspended (queue full) */
     bool deferred_retry;
@@ -241,18 +249,27 @@ static enum MHD_Result route_models(http_req *req)
     return reply(req, HTTP_OK, body, NONE);
 }
 
-static bool content_type_is_json(const char *ct)
+/* Is the media type ct (parameters such as "; charset=utf-8" allowed) `type`? */
+static bool media_type_is(const char *ct, const char *type)
 {
-    /* "application/json", optionally followed by parameters ("; charset=utf-8"). */
     while (*ct == ' ' || *ct == '\t')
         ct++;
-    static const char json[] = "application/json";
-    if (strncasecmp(ct, json, sizeof json - 1) != 0)
+    const size_t n = strlen(type);
+    if (strncasecmp(ct, type, n) != 0)
         return false;
-    ct += sizeof json - 1;
+    ct += n;
     while (*ct == ' ' || *ct == '\t')
         ct++;
     return *ct == '\0' || *ct == ';';
+}
+
+/* The body types taken as JSON: application/json, and the form type that `curl -d`
+ * sends when no -H 'Content-Type' is given, so the bare curl of the docs works (its
+ * body is parsed as JSON all the same; real form encoding fails as invalid JSON). */
+static bool content_type_is_json(const char *ct)
+{
+    return media_type_is(ct, "application/json") ||
+           media_type_is(ct, "application/x-www-form-urlencoded");
 }
 
 /* "POST /v1/models/NAME/classify" or the BERT routes: where a model of kind goes. */
@@ -261,8 +278,34 @@ static void kind_routes(model_kind kind, const char *name, char *buf, size_t len
     if (kind == MODEL_KIND_BERT)
         snprintf(buf, len, "POST /v1/models/%s/fill-mask or POST /v1/models/%s/next-sentence",
                  name, name);
+    else if (kind == MODEL_KIND_GAN)
+        snprintf(buf, len, "POST /v1/models/%s/generate", name);
     else
         snprintf(buf, len, "POST /v1/models/%s/classify", name);
+}
+
+/* What to do about a body over max_body_bytes, per route. */
+static const char *body_hint(infer_op op)
+{
+    switch (op) {
+    case INFER_CLASSIFY: return "send fewer or smaller images";
+    case INFER_GENERATE: return "send fewer latent vectors";
+    default: return "send a shorter text";
+    }
+}
+
+/* Does the Accept header ask for a PNG rather than JSON?  Only image/png, or any
+ * image type, named before any JSON type does: curl's and browsers' catch-all
+ * default gets JSON. */
+static bool accepts_png_first(const char *accept)
+{
+    if (accept == NULL)
+        return false;
+    const char *png = strstr(accept, "image/png");
+    if (png == NULL)
+        png = strstr(accept, "image/*");
+    const char *json = strstr(accept, "application/json");
+    return png != NULL && (json == NULL || png < json);
 }
 
 /* Headers of an inference request are in: decide now what can be. */
@@ -296,8 +339,7 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
                                "body of %llu bytes is over the limit of %zu bytes "
                                "(max_body_bytes); %s",
                                declared, s->max_body,
-                               rt->op == INFER_CLASSIFY ? "send fewer or smaller images"
-                                                        : "send a shorter text");
+                               body_hint(rt->op));
     }
     if (!registry_model_ready(m)) {
         if (atomic_load(&s->draining))
@@ -315,6 +357,9 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
                            m->name, m->name);
     req->model = m;
     req->op = rt->op;
+    req->want_png = rt->op == INFER_GENERATE &&
+                    accepts_png_first(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                                  MHD_HTTP_HEADER_ACCEPT));
     if (declared > 0) {
         /* Not the whole declared size up front: a client that announces 8 MiB and
          * stalls should not hold 8 MiB.  The buffer grows as bytes arrive. */
@@ -491,7 +536,7 @@ static int task_classify(http_req *req, infer_task *t, int *units, proto_error *
     if (t->probs == NULL)
         return HTTP_INTERNAL_SERVER_ERROR;
     t->wt.kind = MODEL_KIND_CNN;
-    t->wt.cnn = (worker_cnn_task){.inputs = t->classify.inputs, .probs = t->probs,
+    t->wt.rows = (worker_rows_task){.inputs = t->classify.inputs, .outputs = t->probs,
                                   .n = t->classify.n};
     *units = t->classify.n;
     return 0;
@@ -542,6 +587,38 @@ static int task_next_sentence(http_req *req, infer_task *t, int *units, proto_er
     return 0;
 }
 
+/* The task of a generate body: latent rows (and classes) in, images out. */
+static int task_generate(http_req *req, infer_task *t, int *units, proto_error *pe)
+{
+    proto_gan_model gm;
+    registry_gan_model(req->model, &gm);
+    uint64_t random_seed;
+    /* an omitted seed is drawn here and reported, so any image can be made again */
+    if (getrandom(&random_seed, sizeof random_seed, 0) != (ssize_t)sizeof random_seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        random_seed = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec;
+    }
+    int st = proto_parse_generate(req->body ? req->body : "", req->len, &gm, random_seed,
+                                  &t->gen, pe);
+    if (st != 0)
+        return st;
+    if (req->want_png && t->gen.n > 1 && !t->gen.grid) {
+        snprintf(pe->msg, sizeof pe->msg, "Accept: image/png answers with one PNG: ask for "
+                 "one image, or for \"grid\": true (or accept application/json)");
+        return HTTP_UNPROCESSABLE;
+    }
+    t->images = malloc((size_t)t->gen.n * (size_t)gm.channels * (size_t)gm.height *
+                       (size_t)gm.width * sizeof *t->images);
+    if (t->images == NULL)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    t->wt.kind = MODEL_KIND_GAN;
+    t->wt.rows = (worker_rows_task){.inputs = t->gen.latents, .classes = t->gen.classes,
+                                    .outputs = t->images, .n = t->gen.n};
+    *units = t->gen.n;
+    return 0;
+}
+
 static enum MHD_Result infer_submit(http_req *req)
 {
     http_server *s = req->srv;
@@ -550,8 +627,7 @@ static enum MHD_Result infer_submit(http_req *req)
         return reply_error(req, HTTP_CONTENT_TOO_LARGE, NONE,
                            "body is over the limit of %zu bytes (max_body_bytes); %s",
                            s->max_body,
-                           req->op == INFER_CLASSIFY ? "send fewer or smaller images"
-                                                     : "send a shorter text");
+                           body_hint(req->op));
     if (!registry_model_ready(m))
         return reply_error(req, HTTP_SERVICE_UNAVAILABLE, (reply_opts){.retry_after = true},
                            "model %s is not available: the server is shutting down", m->name);
@@ -565,6 +641,7 @@ static enum MHD_Result infer_submit(http_req *req)
     case INFER_CLASSIFY: st = task_classify(req, t, &units, &pe); break;
     case INFER_FILL_MASK: st = task_fill_mask(req, t, &units, &pe); break;
     case INFER_NEXT_SENTENCE: st = task_next_sentence(req, t, &units, &pe); break;
+    case INFER_GENERATE: st = task_generate(req, t, &units, &pe); break;
     default:
         st = HTTP_INTERNAL_SERVER_ERROR;
         snprintf(pe.msg, sizeof pe.msg, "internal routing error");
@@ -617,9 +694,43 @@ static char *infer_format(http_req *req, infer_task *t)
         return proto_format_fill_mask(&bm, &t->fill, t->top_ids, t->top_scores, &pe);
     case INFER_NEXT_SENTENCE:
         return proto_format_next_sentence(m->name, t->wt.bert.is_next, &pe);
+    case INFER_GENERATE: {
+        proto_gan_model gm;
+        registry_gan_model(m, &gm);
+        return proto_format_generate(&gm, &t->gen, t->images, &pe);
+    }
     default:
         return NULL;
     }
+}
+
+/* A generate answer as one PNG body (Accept: image/png), its seed in a header. */
+static enum MHD_Result reply_png(http_req *req, infer_task *t)
+{
+    proto_gan_model gm;
+    registry_gan_model(req->model, &gm);
+    proto_error pe;
+    uint8_t *png;
+    size_t len;
+    int st = proto_generate_png(&gm, &t->gen, t->images, &png, &len, &pe);
+    if (st != 0)
+        return reply_error(req, (unsigned)st, NONE, "%s", pe.msg);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, png, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(png);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "image/png");
+    if (t->gen.seeds != NULL && t->gen.n == 1) {
+        char seed[24];
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->gen.seeds[0]);
+        MHD_add_response_header(r, "X-Seed", seed);
+    }
+    if (atomic_load(&req->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(req->conn, HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* Resumed after on_job_done(): turn the job's state into the answer. */
@@ -633,7 +744,11 @@ static enum MHD_Result infer_answer(http_req *req)
     batcher_job_state st = batcher_job_state_get(job);
     double waited_ms = (double)batcher_job_wait_us(job) / 1e3;
 
-    if (st == BATCHER_JOB_DONE) {
+    if (st == BATCHER_JOB_DONE && req->want_png) {
+        ret = reply_png(req, batcher_job_payload(job));
+        log_debug("generate on %s: %d image(s) as PNG, queued %.1f ms", m->name,
+                  batcher_job_units(job), waited_ms);
+    } else if (st == BATCHER_JOB_DONE) {
         char *body = infer_format(req, batcher_job_payload(job));
         log_debug("%s on %s: %d unit(s), queued %.1f ms", infer_op_name(req->op), m->name,
                   batcher_job_units(job), waited_ms);

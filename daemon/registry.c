@@ -62,6 +62,7 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
         m->max_batch = cm->max_batch_size;
         m->queue_capacity = cm->queue_capacity;
         m->max_batch_tokens = cm->max_batch_tokens;
+        m->max_generate = cfg->max_generate_images;
         atomic_init(&m->ready, false);
         engine_err e;
         if (model_dir_read(cm->path, &m->md, &e) != ENGINE_OK) {
@@ -176,6 +177,26 @@ static int load_bert(registry *r, registry_model *m, double t0, char *err, size_
     return 0;
 }
 
+static int load_gan(registry *r, registry_model *m, double t0, char *err, size_t errlen)
+{
+    const gan_spec *gs = &m->md.gan;
+    engine_err e;
+    if (engine_gan_load(gs, m->md.weights_path, m->max_batch, &m->model, &e) != ENGINE_OK)
+        return log_errbuf(err, errlen, "model %s (%s): %s", m->name, m->path, e.msg);
+    /* Units are images (a count of 8 is 8 latent rows), as a CNN's. */
+    batcher_config limits = {.max_units = m->max_batch};
+    worker_pool_spec spec = {0};
+    if (start_serving(r, m, &limits, &spec, err, errlen) != 0)
+        return -1;
+    log_info("model %s loaded from %s in %.1f ms: gan %s, latent %d, %s%d classes, output "
+             "%dx%dx%d, %d worker(s), batch <= %d, %.1f MiB scratch per worker",
+             m->name, m->path, now_ms() - t0, gan_arch_name(gs->arch), gs->latent_dim,
+             gs->num_classes ? "" : "unconditional, ", gs->num_classes, gs->out_channels,
+             gs->out_height, gs->out_width, m->workers, m->max_batch,
+             (double)engine_model_arena_bytes(m->model) / (1024.0 * 1024.0));
+    return 0;
+}
+
 static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
 {
     double t0 = now_ms();
@@ -183,6 +204,7 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
     switch (m->md.kind) {
     case MODEL_KIND_CNN: rc = load_cnn(r, m, t0, err, errlen); break;
     case MODEL_KIND_BERT: rc = load_bert(r, m, t0, err, errlen); break;
+    case MODEL_KIND_GAN: rc = load_gan(r, m, t0, err, errlen); break;
     default:
         rc = log_errbuf(err, errlen, "model %s: kind %s cannot be served", m->name,
                         model_kind_name(m->md.kind));
@@ -275,6 +297,17 @@ void registry_model_info(registry_model *m, proto_model_info *out)
         out->max_batch_tokens = tokens <= INT_MAX ? (int)tokens : INT_MAX;
         return;
     }
+    if (m->md.kind == MODEL_KIND_GAN) {
+        const gan_spec *gs = &m->md.gan;
+        out->architecture = gan_arch_name(gs->arch);
+        out->channels = gs->out_channels;
+        out->height = gs->out_height;
+        out->width = gs->out_width;
+        out->classes = gs->num_classes;
+        out->latent_dim = gs->latent_dim;
+        out->max_count = m->max_generate;
+        return;
+    }
     out->architecture = cnn_arch_name(m->md.cnn.arch);
     out->channels = m->md.preproc.channels;
     out->height = m->md.preproc.height;
@@ -288,4 +321,20 @@ void registry_bert_model(registry_model *m, proto_bert_model *out)
     out->wp = m->tokenizer;
     out->max_tokens = m->md.bert.max_position_embeddings;
     out->candidates = m->tokenizer ? wordpiece_vocab_size(m->tokenizer) : 0;
+}
+
+void registry_gan_model(registry_model *m, proto_gan_model *out)
+{
+    const gan_spec *gs = &m->md.gan;
+    *out = (proto_gan_model){
+        .name = m->name,
+        .latent_dim = gs->latent_dim,
+        .num_classes = gs->num_classes,
+        .labels = m->md.labels,
+        .channels = gs->out_channels,
+        .height = gs->out_height,
+        .width = gs->out_width,
+        .range = gs->range,
+        .max_count = m->max_generate,
+    };
 }

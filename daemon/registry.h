@@ -32,6 +32,7 @@ typedef struct registry_model {
     char path[PATH_MAX];
     int workers, max_batch, queue_capacity;
     int max_batch_tokens;   /* BERT: as configured; 0: max_batch x max_position_embeddings */
+    int max_generate;       /* GAN: images per generate request */
     model_dir md;           /* kind, spec or BERT config, labels; read at create */
     /* Set by registry_load(), then published by `ready` (release/acquire). */
     engine_model *model;
@@ -59,5 +60,7 @@ bool registry_ready(registry *r);
 void registry_model_info(registry_model *m, proto_model_info *out);
 /* What proto needs to parse requests for a ready BERT model. */
 void registry_bert_model(registry_model *m, proto_bert_model *out);
+/* What proto needs to parse and answer generate requests for a GAN model. */
+void registry_gan_model(registry_model *m, proto_gan_model *out);
 
 #endif

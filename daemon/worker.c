@@ -1,4 +1,5 @@
-/* worker.c — threads that turn queued jobs into probabilities.
+/* worker.c — threads that turn queued jobs into answers: probabilities, masked-token
+ * scores, images.
  *
  * Each worker thread owns one engine session and buffers sized once at start for
  * the model's largest batch; nothing is allocated per batch.  Its loop: take a
@@ -6,11 +7,13 @@
  * job's answer into the job's task, finish the job (which resumes the HTTP
  * connection waiting for it).
  *
- * CNN: x (max_batch, C, H, W) for stacked inputs and y (max_batch, K) for logits.  A
- * batch of several jobs is copied into x so one forward pass serves them all.  A
- * single job needs no copy: its inputs are already contiguous, so they are run in
- * place, in chunks of max_batch when the job is larger than that.  A cancelled job
- * is skipped between chunks; its partial result is simply dropped.
+ * CNN and GAN ("rows" kinds): x (max_batch, in_row) for stacked inputs (images;
+ * latents, with their classes beside them) and y (max_batch, out_row) for outputs
+ * (logits, made probabilities here; images).  A batch of several jobs is copied into
+ * x so one forward pass serves them all.  A single job needs no copy: its inputs are
+ * already contiguous, so they are run in place, in chunks of max_batch when the job
+ * is larger than that.  A cancelled job is skipped between chunks; its partial
+ * result is simply dropped.
  *
  * BERT: the batcher hands over at most max_batch sequences of at most the session's
  * token budget together; they go to the engine as one packed batch.  The MLM
@@ -43,9 +46,10 @@ typedef struct worker {
     bool started;
     engine_session *session;
     batcher_job **jobs;     /* (max_batch) taken jobs */
-    /* MODEL_KIND_CNN */
-    float *x;               /* (max_batch, C, H, W) */
-    float *y;               /* (max_batch, K) */
+    /* MODEL_KIND_CNN, MODEL_KIND_GAN */
+    float *x;               /* (max_batch, in_row) stacked inputs */
+    int32_t *classes;       /* (max_batch) GAN classes */
+    float *y;               /* (max_batch, out_row) */
     /* MODEL_KIND_BERT */
     engine_bert_seq *seqs;  /* (max_batch) */
     float *mlm;             /* (mlm_rows, V) logits, then probabilities in place */
@@ -55,59 +59,75 @@ typedef struct worker {
 struct worker_pool {
     worker_pool_spec spec;
     char name[64];
-    size_t chw;          /* CNN: floats per input image */
-    int k;               /* CNN: outputs per image */
+    size_t in_row;       /* CNN, GAN: floats per input row (image; latent) */
+    size_t out_row;      /* CNN, GAN: floats per output row (classes; image) */
     worker *w;
 };
 
 static worker_task *task_of(batcher_job *job) { return batcher_job_payload(job); }
 
-/* ---- CNN ---------------------------------------------------------------------- */
+/* ---- CNN and GAN: rows in, rows out ------------------------------------------- */
+
+/* One forward pass over n stacked rows: the kind's engine call, and for a CNN the
+ * softmax that turns logits into the probabilities the API returns. */
+static bool forward_rows(worker *w, const float *in, const int32_t *classes, int n, float *out,
+                         engine_err *err)
+{
+    if (w->pool->spec.kind == MODEL_KIND_GAN)
+        return engine_gan_forward(w->session, in, classes, n, out, err) == ENGINE_OK;
+    if (engine_cnn_forward(w->session, in, n, out, err) != ENGINE_OK)
+        return false;
+    engine_softmax(out, n, (int)w->pool->out_row);
+    return true;
+}
 
 /* One job on its own: forward straight from its inputs into its outputs, chunk by
- * chunk, softmax in place.  Returns false with the engine's message in err. */
+ * chunk.  Returns false with the engine's message in err. */
 static bool run_single(worker *w, batcher_job *job, engine_err *err)
 {
     worker_pool *p = w->pool;
     int max_batch = p->spec.max_batch;
-    worker_cnn_task *t = &task_of(job)->cnn;
+    worker_rows_task *t = &task_of(job)->rows;
     for (int off = 0; off < t->n; off += max_batch) {
         if (off > 0 && batcher_job_cancelled(job))
             return true; /* nobody will read the rest */
         int cnt = t->n - off < max_batch ? t->n - off : max_batch;
-        float *o = t->probs + (size_t)off * (size_t)p->k;
-        if (engine_cnn_forward(w->session, t->inputs + (size_t)off * p->chw, cnt, o, err) !=
-            ENGINE_OK)
+        if (!forward_rows(w, t->inputs + (size_t)off * p->in_row,
+                          t->classes ? t->classes + off : NULL, cnt,
+                          t->outputs + (size_t)off * p->out_row, err))
             return false;
-        engine_softmax(o, cnt, p->k);
     }
     return true;
 }
 
-/* Several jobs, at most max_batch images together: stack, one pass, scatter. */
+/* Several jobs, at most max_batch rows together: stack, one pass, scatter. */
 static bool run_stacked(worker *w, batcher_job **jobs, int n_jobs, engine_err *err)
 {
     worker_pool *p = w->pool;
     int total = 0;
     for (int i = 0; i < n_jobs; i++) {
-        worker_cnn_task *t = &task_of(jobs[i])->cnn;
-        memcpy(w->x + (size_t)total * p->chw, t->inputs, (size_t)t->n * p->chw * sizeof(float));
+        worker_rows_task *t = &task_of(jobs[i])->rows;
+        memcpy(w->x + (size_t)total * p->in_row, t->inputs,
+               (size_t)t->n * p->in_row * sizeof(float));
+        if (t->classes)
+            memcpy(w->classes + total, t->classes, (size_t)t->n * sizeof(int32_t));
         total += t->n;
     }
-    if (engine_cnn_forward(w->session, w->x, total, w->y, err) != ENGINE_OK)
+    if (!forward_rows(w, w->x, p->spec.kind == MODEL_KIND_GAN && task_of(jobs[0])->rows.classes
+                                   ? w->classes : NULL,
+                      total, w->y, err))
         return false;
-    engine_softmax(w->y, total, p->k);
     int row = 0;
     for (int i = 0; i < n_jobs; i++) {
-        worker_cnn_task *t = &task_of(jobs[i])->cnn;
-        memcpy(t->probs, w->y + (size_t)row * (size_t)p->k,
-               (size_t)t->n * (size_t)p->k * sizeof(float));
+        worker_rows_task *t = &task_of(jobs[i])->rows;
+        memcpy(t->outputs, w->y + (size_t)row * p->out_row,
+               (size_t)t->n * p->out_row * sizeof(float));
         row += t->n;
     }
     return true;
 }
 
-static bool run_cnn(worker *w, batcher_job **jobs, int n_jobs, engine_err *err)
+static bool run_rows(worker *w, batcher_job **jobs, int n_jobs, engine_err *err)
 {
     return n_jobs == 1 ? run_single(w, jobs[0], err) : run_stacked(w, jobs, n_jobs, err);
 }
@@ -222,7 +242,7 @@ static void *worker_main(void *arg)
         }
         if (ok)
             ok = p->spec.kind == MODEL_KIND_BERT ? run_bert(w, w->jobs, n_jobs, &err)
-                                                 : run_cnn(w, w->jobs, n_jobs, &err);
+                                                 : run_rows(w, w->jobs, n_jobs, &err);
         if (!ok)
             log_error("model %s worker %d: forward failed: %s", p->name, w->index, err.msg);
         else if (n_jobs > 1 || batcher_job_units(w->jobs[0]) > 1)
@@ -239,6 +259,7 @@ static void worker_release(worker *w)
         engine_session_close(w->session);
     free(w->jobs);
     free(w->x);
+    free(w->classes);
     free(w->y);
     free(w->seqs);
     free(w->mlm);
@@ -256,9 +277,10 @@ static bool worker_alloc(worker_pool *p, worker *w)
         w->nsp = malloc(mb * 2 * sizeof *w->nsp);
         return w->jobs && w->seqs && w->mlm && w->nsp;
     }
-    w->x = malloc(mb * p->chw * sizeof *w->x);
-    w->y = malloc(mb * (size_t)p->k * sizeof *w->y);
-    return w->jobs && w->x && w->y;
+    w->x = malloc(mb * p->in_row * sizeof *w->x);
+    w->classes = malloc(mb * sizeof *w->classes);
+    w->y = malloc(mb * p->out_row * sizeof *w->y);
+    return w->jobs && w->x && w->classes && w->y;
 }
 
 int worker_pool_start(worker_pool **out, const worker_pool_spec *spec, char *err, size_t errlen)
@@ -287,8 +309,13 @@ int worker_pool_start(worker_pool **out, const worker_pool_spec *spec, char *err
     if (spec->kind == MODEL_KIND_CNN) {
         int c, h, wd;
         engine_model_input_shape(spec->model, &c, &h, &wd);
-        p->chw = (size_t)c * (size_t)h * (size_t)wd;
-        p->k = engine_model_num_outputs(spec->model);
+        p->in_row = (size_t)c * (size_t)h * (size_t)wd;
+        p->out_row = (size_t)engine_model_num_outputs(spec->model);
+    } else if (spec->kind == MODEL_KIND_GAN) {
+        int c, h, wd;
+        engine_gan_output_shape(spec->model, &c, &h, &wd);
+        p->in_row = (size_t)engine_gan_latent_dim(spec->model);
+        p->out_row = (size_t)c * (size_t)h * (size_t)wd;
     }
     p->w = calloc((size_t)spec->workers, sizeof *p->w);
     if (p->w == NULL) {

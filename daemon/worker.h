@@ -24,11 +24,13 @@
 #include "proto/model_dir.h"
 
 /* A classify request: n images in, n softmax rows out.  Batch units: n. */
-typedef struct worker_cnn_task {
-    const float *inputs; /* (N,C,H,W) normalised */
-    float *probs;        /* (N,K) written by the worker */
-    int n;               /* N */
-} worker_cnn_task;
+/* CNN and GAN: n rows in, n rows out, stacked with other jobs' rows into one pass. */
+typedef struct worker_rows_task {
+    const float *inputs;     /* CNN (N,C,H,W) normalised; GAN (N, latent_dim) */
+    const int32_t *classes;  /* GAN, conditional: (N) class ids; otherwise NULL */
+    float *outputs;          /* written by the worker: CNN (N,K) probabilities; GAN (N,C,H,W) */
+    int n;                   /* N */
+} worker_rows_task;
 
 /* One BERT sequence: fill-mask (masks, answers per mask) and/or next-sentence.
  * Batch units: seq.len tokens. */
@@ -47,7 +49,7 @@ typedef struct worker_bert_task {
 typedef struct worker_task {
     model_kind kind;
     union {
-        worker_cnn_task cnn;
+        worker_rows_task rows; /* MODEL_KIND_CNN, MODEL_KIND_GAN */
         worker_bert_task bert;
     };
 } worker_task;

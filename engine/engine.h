@@ -7,8 +7,9 @@
  *   engine_session *s;  engine_session_open(m, &s, &err);      // one per worker thread
  *   engine_cnn_forward(s, x, n, logits, &err);                 // x (N,C,H,W) -> logits (N,K)
  *   engine_session_close(s);  engine_model_free(m);
- * BERT is the same with engine_bert_load() and engine_bert_forward() (below); a model
- * answers only the forward of its own kind (ENGINE_ERR_INVALID otherwise).
+ * BERT and GAN generators are the same with engine_bert_load()/engine_bert_forward()
+ * and engine_gan_load()/engine_gan_forward() (below); a model answers only the
+ * forward of its own kind (ENGINE_ERR_INVALID otherwise).
  *
  * Ownership: the caller owns everything it passes in and everything engine_*_open/
  * load hands out, and frees the latter with the matching _free/_close.  A model is
@@ -67,13 +68,14 @@ engine_status engine_cnn_load(const struct cnn_spec *spec, const char *weights_p
 void engine_model_free(engine_model *m);
 
 /* Input geometry: x is (N, channels, height, width), already normalised; (0, 0, 0)
- * for BERT.  num_outputs: classes (CNN) or vocabulary size (BERT); max_batch: images
- * or sequences. */
+ * for BERT; (latent_dim, 1, 1) for a GAN.  num_outputs: classes (CNN), vocabulary size
+ * (BERT) or C*H*W of one image (GAN); max_batch: images or sequences. */
 void engine_model_input_shape(const engine_model *m, int *channels, int *height, int *width);
 int engine_model_num_outputs(const engine_model *m);
 int engine_model_max_batch(const engine_model *m);
-/* Multiply-adds x 2 of one sample's forward pass (CNN: convolutions and linears per
- * image; BERT: the encoder's GEMMs per token), for reporting GFLOP/s. */
+/* Multiply-adds x 2 of one sample's forward pass (CNN, GAN: convolutions,
+ * transposed convolutions and linears per image; BERT: the encoder's GEMMs per
+ * token), for reporting GFLOP/s. */
 double engine_model_flops(const engine_model *m);
 /* Bytes of per-session scratch (the arena) and of weights held outside the mmap. */
 size_t engine_model_arena_bytes(const engine_model *m);
@@ -84,6 +86,30 @@ void engine_session_close(engine_session *s);
 /* x: (N,C,H,W) float32, n <= max_batch; logits: (N, num_outputs).  Never allocates. */
 engine_status engine_cnn_forward(engine_session *s, const float *x, int n, float *logits,
                                  engine_err *err);
+
+/* ---- GAN generators ------------------------------------------------------------ */
+
+struct gan_spec; /* engine/models/gan.h */
+
+/* Builds a generator from its spec and checkpoint (a conditional one's embedding read
+ * from it too).  Fails, naming both shapes, when the network's output is not the
+ * spec's (out_channels, out_height, out_width).  Sessions are sized for max_batch
+ * images. */
+engine_status engine_gan_load(const struct gan_spec *spec, const char *weights_path,
+                              int max_batch, engine_model **out, engine_err *err);
+/* z's width per sample, and the class count (0: unconditional; then no classes). */
+int engine_gan_latent_dim(const engine_model *m);
+int engine_gan_num_classes(const engine_model *m);
+/* The image one sample makes, (C, H, W); (0, 0, 0) for another kind of model. */
+void engine_gan_output_shape(const engine_model *m, int *channels, int *height, int *width);
+
+/* z: (N, latent_dim) latents; classes: (N) class ids in 0..num_classes-1 for a
+ * conditional generator, NULL for an unconditional one (anything else is
+ * ENGINE_ERR_INVALID, checked before any work); images: (N, C, H, W), the
+ * generator's raw output (tanh range [-1, 1] or sigmoid [0, 1] as the model directory
+ * says: no mapping to pixels here).  n <= max_batch.  Never allocates. */
+engine_status engine_gan_forward(engine_session *s, const float *z, const int32_t *classes,
+                                 int n, float *images, engine_err *err);
 
 /* ---- BERT ------------------------------------------------------------------ */
 

@@ -9,8 +9,11 @@
  * region/scratch, so any number of sessions run one graph concurrently.
  *
  * Folding BatchNorm into its producer assumes the pre-BN value has no other reader,
- * which holds for every builder here: sequential layer lists, and torchvision
- * blocks where each conv feeds exactly its BN.
+ * which holds for every builder here: sequential layer lists (CNNs, GAN generators),
+ * and torchvision blocks where each conv feeds exactly its BN.  The producer may be a
+ * conv, a conv-transpose (its weight is (in, out/g, kh, kw): the scale follows the
+ * output channel) or a Linear, also one whose output an Unflatten has since made
+ * (C, H, W) (each channel is then H*W of its rows).
  */
 #include "engine/graph.h"
 
@@ -34,6 +37,10 @@ static graph_shape conv_shape(const graph_node *nd)
 {
     return (graph_shape){ nd->p.conv.out_c, nd->p.conv.out_h, nd->p.conv.out_w };
 }
+static graph_shape deconv_shape(const graph_node *nd)
+{
+    return (graph_shape){ nd->p.deconv.out_c, nd->p.deconv.out_h, nd->p.deconv.out_w };
+}
 static graph_shape linear_shape(const graph_node *nd)
 {
     return (graph_shape){ nd->p.linear.out, 1, 1 };
@@ -47,14 +54,18 @@ static graph_shape same_shape(const graph_node *nd)
     return nd->in_shape;
 }
 
-static size_t no_scratch(const graph_node *nd)
+static size_t no_scratch(const graph_node *nd, int max_batch)
 {
-    (void)nd;
+    (void)nd, (void)max_batch;
     return 0;
 }
-static size_t conv_scratch(const graph_node *nd)
+static size_t conv_scratch(const graph_node *nd, int max_batch)
 {
-    return conv2d_scratch_floats(&nd->p.conv);
+    return conv2d_scratch_floats_batch(&nd->p.conv, max_batch);
+}
+static size_t deconv_scratch(const graph_node *nd, int max_batch)
+{
+    return conv_transpose2d_scratch_floats(&nd->p.deconv, max_batch);
 }
 
 static void conv_run(const graph_node *nd, int n, const float *x, const float *x1, float *y,
@@ -62,6 +73,13 @@ static void conv_run(const graph_node *nd, int n, const float *x, const float *x
 {
     (void)x1;
     conv2d_forward(&nd->p.conv, n, x, nd->weight, nd->bias, nd->act, nd->act_alpha, y, scratch);
+}
+static void deconv_run(const graph_node *nd, int n, const float *x, const float *x1, float *y,
+                       float *scratch)
+{
+    (void)x1;
+    conv_transpose2d_forward(&nd->p.deconv, n, x, nd->weight, nd->bias, nd->act, nd->act_alpha, y,
+                             scratch);
 }
 static void linear_run(const graph_node *nd, int n, const float *x, const float *x1, float *y,
                        float *scratch)
@@ -123,7 +141,7 @@ static void softmax_run(const graph_node *nd, int n, const float *x, const float
 typedef struct op_desc {
     const char *name;
     graph_shape (*out_shape)(const graph_node *nd);
-    size_t (*scratch_floats)(const graph_node *nd); /* per call, independent of batch */
+    size_t (*scratch_floats)(const graph_node *nd, int max_batch); /* per call */
     void (*forward)(const graph_node *nd, int n, const float *x, const float *x1, float *y,
                     float *scratch);
     bool fuses_act; /* an activation after this op can be applied in its output pass */
@@ -139,6 +157,7 @@ static const op_desc op_table[OP_COUNT] = {
     [OP_ACT] = { "activation", same_shape, no_scratch, act_run, false },
     [OP_ADD] = { "add", same_shape, no_scratch, add_run, true },
     [OP_SOFTMAX] = { "softmax", same_shape, no_scratch, softmax_run, false },
+    [OP_CONV_TRANSPOSE2D] = { "conv_transpose2d", deconv_shape, deconv_scratch, deconv_run, true },
 };
 
 const char *op_kind_name(op_kind kind)
@@ -258,11 +277,8 @@ static void format_dims(char *buf, size_t len, const int64_t *dims, int ndim)
         snprintf(buf + off, len - off, "]");
 }
 
-/* Looks up "<prefix>.<suffix>" with exactly the expected shape.  Returns a pointer
- * into the mapping when the stored tensor is usable as is, else a converted copy the
- * graph owns.  optional: a missing tensor yields NULL without an error. */
-static const float *load_tensor(graph_builder *b, const char *prefix, const char *suffix,
-                                const int64_t *dims, int ndim, bool optional)
+const float *graph_load_tensor(graph_builder *b, const char *prefix, const char *suffix,
+                               const int64_t *dims, int ndim, bool optional)
 {
     if (failed(b))
         return NULL;
@@ -360,15 +376,24 @@ static graph_node *open_producer(graph *g, int v)
 
 /* ---- layers ---------------------------------------------------------------- */
 
+/* in_channels and groups of a Conv2d or ConvTranspose2d against its input. */
+static bool conv_channels_ok(graph_builder *b, graph_shape in, const layer_spec *l,
+                             const char *what)
+{
+    if (l->in_channels != in.c)
+        fail(b, ENGINE_ERR_SHAPE, "%s '%s': in_channels %d but the input has %d channels", what,
+             l->prefix, l->in_channels, in.c);
+    else if (l->groups < 1 || l->in_channels % l->groups || l->out_channels % l->groups)
+        fail(b, ENGINE_ERR_FORMAT, "%s '%s': groups %d must divide %d and %d", what, l->prefix,
+             l->groups, l->in_channels, l->out_channels);
+    return !failed(b);
+}
+
 static int add_conv(graph_builder *b, int v, const layer_spec *l)
 {
     graph_shape in = b->g->values[v];
-    if (l->in_channels != in.c)
-        return fail(b, ENGINE_ERR_SHAPE, "Conv2d '%s': in_channels %d but the input has %d channels",
-                    l->prefix, l->in_channels, in.c);
-    if (l->groups < 1 || l->in_channels % l->groups || l->out_channels % l->groups)
-        return fail(b, ENGINE_ERR_FORMAT, "Conv2d '%s': groups %d must divide %d and %d",
-                    l->prefix, l->groups, l->in_channels, l->out_channels);
+    if (!conv_channels_ok(b, in, l, "Conv2d"))
+        return -1;
     graph_node nd = { .kind = OP_CONV2D };
     snprintf(nd.layer, sizeof nd.layer, "%s", l->prefix);
     conv2d_params *p = &nd.p.conv;
@@ -381,10 +406,55 @@ static int add_conv(graph_builder *b, int v, const layer_spec *l)
     p->out_h = conv2d_out_size(in.h, p->k_h, p->stride_h, p->pad_h, p->dil_h);
     p->out_w = conv2d_out_size(in.w, p->k_w, p->stride_w, p->pad_w, p->dil_w);
     int64_t wdims[4] = { l->out_channels, l->in_channels / l->groups, l->kernel[0], l->kernel[1] };
-    nd.weight = load_tensor(b, l->prefix, "weight", wdims, 4, false);
+    nd.weight = graph_load_tensor(b, l->prefix, "weight", wdims, 4, false);
     if (l->bias) {
         int64_t bdims[1] = { l->out_channels };
-        nd.bias = load_tensor(b, l->prefix, "bias", bdims, 1, false);
+        nd.bias = graph_load_tensor(b, l->prefix, "bias", bdims, 1, false);
+    }
+    return add_node(b, &nd, v, -1);
+}
+
+/* Generators grow planes layer by layer; a side this long is a config error, and the
+ * bound keeps C*H*W and the batch-scaled sizes far from overflow. */
+enum { DECONV_MAX_SIDE = 1 << 16 };
+
+static int add_conv_transpose(graph_builder *b, int v, const layer_spec *l)
+{
+    graph_shape in = b->g->values[v];
+    if (!conv_channels_ok(b, in, l, "ConvTranspose2d"))
+        return -1;
+    for (int i = 0; i < 2; i++)
+        if (l->output_padding[i] < 0 ||
+            (l->output_padding[i] >= l->stride[i] && l->output_padding[i] >= l->dilation[i]))
+            return fail(b, ENGINE_ERR_FORMAT, "ConvTranspose2d '%s': output_padding %d must be "
+                        "smaller than stride %d or dilation %d", l->prefix, l->output_padding[i],
+                        l->stride[i], l->dilation[i]);
+    graph_node nd = { .kind = OP_CONV_TRANSPOSE2D };
+    snprintf(nd.layer, sizeof nd.layer, "%s", l->prefix);
+    conv_transpose2d_params *p = &nd.p.deconv;
+    *p = (conv_transpose2d_params){
+        .in_c = in.c, .in_h = in.h, .in_w = in.w, .out_c = l->out_channels,
+        .k_h = l->kernel[0], .k_w = l->kernel[1], .stride_h = l->stride[0],
+        .stride_w = l->stride[1], .pad_h = l->padding[0], .pad_w = l->padding[1],
+        .dil_h = l->dilation[0], .dil_w = l->dilation[1], .out_pad_h = l->output_padding[0],
+        .out_pad_w = l->output_padding[1], .groups = l->groups,
+    };
+    p->out_h = conv_transpose2d_out_size(in.h, p->k_h, p->stride_h, p->pad_h, p->dil_h,
+                                         p->out_pad_h);
+    p->out_w = conv_transpose2d_out_size(in.w, p->k_w, p->stride_w, p->pad_w, p->dil_w,
+                                         p->out_pad_w);
+    if (p->out_h > DECONV_MAX_SIDE || p->out_w > DECONV_MAX_SIDE)
+        return fail(b, ENGINE_ERR_UNSUPPORTED, "ConvTranspose2d '%s': output %d x %d is larger "
+                    "than %d on a side", l->prefix, p->out_h, p->out_w, DECONV_MAX_SIDE);
+    /* a GEMM dimension (BLAS takes ints) */
+    if ((size_t)(p->out_c / p->groups) * p->k_h * p->k_w > (size_t)INT32_MAX / 2)
+        return fail(b, ENGINE_ERR_UNSUPPORTED, "ConvTranspose2d '%s': out_channels/groups x "
+                    "kernel is too large", l->prefix);
+    int64_t wdims[4] = { l->in_channels, l->out_channels / l->groups, l->kernel[0], l->kernel[1] };
+    nd.weight = graph_load_tensor(b, l->prefix, "weight", wdims, 4, false);
+    if (l->bias) {
+        int64_t bdims[1] = { l->out_channels };
+        nd.bias = graph_load_tensor(b, l->prefix, "bias", bdims, 1, false);
     }
     return add_node(b, &nd, v, -1);
 }
@@ -401,12 +471,27 @@ static int add_linear(graph_builder *b, int v, const layer_spec *l)
     nd.p.linear.in = l->in_features;
     nd.p.linear.out = l->out_features;
     int64_t wdims[2] = { l->out_features, l->in_features };
-    nd.weight = load_tensor(b, l->prefix, "weight", wdims, 2, false);
+    nd.weight = graph_load_tensor(b, l->prefix, "weight", wdims, 2, false);
     if (l->bias) {
         int64_t bdims[1] = { l->out_features };
-        nd.bias = load_tensor(b, l->prefix, "bias", bdims, 1, false);
+        nd.bias = graph_load_tensor(b, l->prefix, "bias", bdims, 1, false);
     }
     return add_node(b, &nd, v, -1);
+}
+
+/* A conv, conv-transpose or linear node's weight count over its output channels: the
+ * same in every layout (a conv-transpose's weight is (in_c, out_c/g, kh, kw)). */
+static size_t weights_per_output(const graph_node *nd)
+{
+    switch (nd->kind) {
+    case OP_CONV2D:
+        return (size_t)(nd->p.conv.in_c / nd->p.conv.groups) * nd->p.conv.k_h * nd->p.conv.k_w;
+    case OP_CONV_TRANSPOSE2D:
+        return (size_t)(nd->p.deconv.in_c / nd->p.deconv.groups) * nd->p.deconv.k_h *
+               nd->p.deconv.k_w;
+    default:
+        return (size_t)nd->p.linear.in;
+    }
 }
 
 static int add_batchnorm(graph_builder *b, int v, const layer_spec *l)
@@ -421,10 +506,10 @@ static int add_batchnorm(graph_builder *b, int v, const layer_spec *l)
         return fail(b, ENGINE_ERR_SHAPE, "BatchNorm '%s': num_features %d but the input has %d",
                     l->prefix, l->num_features, c);
     int64_t dims[1] = { c };
-    const float *gamma = load_tensor(b, l->prefix, "weight", dims, 1, true);
-    const float *beta = load_tensor(b, l->prefix, "bias", dims, 1, true);
-    const float *mean = load_tensor(b, l->prefix, "running_mean", dims, 1, false);
-    const float *var = load_tensor(b, l->prefix, "running_var", dims, 1, false);
+    const float *gamma = graph_load_tensor(b, l->prefix, "weight", dims, 1, true);
+    const float *beta = graph_load_tensor(b, l->prefix, "bias", dims, 1, true);
+    const float *mean = graph_load_tensor(b, l->prefix, "running_mean", dims, 1, false);
+    const float *var = graph_load_tensor(b, l->prefix, "running_var", dims, 1, false);
     if (failed(b))
         return -1;
     for (int i = 0; i < c; i++)
@@ -448,16 +533,28 @@ static int add_batchnorm(graph_builder *b, int v, const layer_spec *l)
     }
 
     graph_node *prod = open_producer(g, v);
-    if (prod && (prod->kind == OP_CONV2D || prod->kind == OP_LINEAR)) {
-        size_t per_out = prod->kind == OP_CONV2D
-                             ? (size_t)(prod->p.conv.in_c / prod->p.conv.groups) * prod->p.conv.k_h *
-                                   prod->p.conv.k_w
-                             : (size_t)prod->p.linear.in;
-        float *w = make_writable(b, prod->weight, (size_t)c * per_out);
-        float *bias = make_writable(b, prod->bias, (size_t)c);
+    if (prod && (prod->kind == OP_CONV2D || prod->kind == OP_LINEAR ||
+                 prod->kind == OP_CONV_TRANSPOSE2D)) {
+        /* a Linear's output may have been unflattened since (a generator's
+         * Linear -> Unflatten -> BatchNorm2d): channel ch is then its outputs
+         * ch*rows .. ch*rows + rows - 1 */
+        const size_t rows = prod->kind == OP_LINEAR ? (size_t)in.h * in.w : 1;
+        const size_t per_out = weights_per_output(prod);
+        float *w = make_writable(b, prod->weight, (size_t)c * rows * per_out);
+        float *bias = make_writable(b, prod->bias, (size_t)c * rows);
         if (failed(b))
             return -1;
-        batchnorm_fold(c, (int)per_out, w, bias, gamma, beta, mean, var, l->eps);
+        if (prod->kind == OP_CONV_TRANSPOSE2D) {
+            const conv_transpose2d_params *p = &prod->p.deconv;
+            batchnorm_fold_transposed(p->in_c, c, p->groups, p->k_h * p->k_w, w, bias, gamma,
+                                      beta, mean, var, l->eps);
+        } else {
+            for (size_t r = 0; r < (size_t)c * rows; r++) {   /* output row r, channel r/rows */
+                const size_t ch = r / rows;
+                batchnorm_fold(1, (int)per_out, w + r * per_out, bias + r, gamma + ch, beta + ch,
+                               mean + ch, var + ch, l->eps);
+            }
+        }
         prod->weight = w;
         prod->bias = bias;
         return v;
@@ -551,6 +648,8 @@ int graph_add_layer(graph_builder *b, int v, const layer_spec *l)
     switch (l->type) {
     case LAYER_CONV2D:
         return add_conv(b, v, l);
+    case LAYER_CONV_TRANSPOSE2D:
+        return add_conv_transpose(b, v, l);
     case LAYER_LINEAR:
         return add_linear(b, v, l);
     case LAYER_BATCHNORM2D:
@@ -593,9 +692,6 @@ int graph_add_layer(graph_builder *b, int v, const layer_spec *l)
         snprintf(nd.layer, sizeof nd.layer, "%s", l->prefix);
         return add_node(b, &nd, v, -1);
     }
-    case LAYER_CONV_TRANSPOSE2D:
-        return fail(b, ENGINE_ERR_UNSUPPORTED,
-                    "ConvTranspose2d '%s': not supported in classifiers yet", l->prefix);
     }
     return fail(b, ENGINE_ERR_UNSUPPORTED, "layer '%s': unknown layer type %d", l->prefix,
                 (int)l->type);
@@ -668,7 +764,7 @@ engine_status graph_plan(graph *g, int output, int max_batch, engine_err *err)
             held[nd->out] = need;
             end += need;
         }
-        size_t s = op_table[nd->kind].scratch_floats(nd);
+        size_t s = op_table[nd->kind].scratch_floats(nd, max_batch);
         if (s > scratch)
             scratch = s;
         int ins[2] = { nd->in0, nd->in1 };
@@ -713,6 +809,10 @@ double graph_flops(const graph *g)
         if (nd->kind == OP_CONV2D) {
             const conv2d_params *p = &nd->p.conv;
             flops += 2.0 * p->out_c * p->out_h * p->out_w * (p->in_c / p->groups) * p->k_h * p->k_w;
+        } else if (nd->kind == OP_CONV_TRANSPOSE2D) {
+            /* every input value meets R = out_c/g * kh * kw weights */
+            const conv_transpose2d_params *p = &nd->p.deconv;
+            flops += 2.0 * p->in_c * p->in_h * p->in_w * (p->out_c / p->groups) * p->k_h * p->k_w;
         } else if (nd->kind == OP_LINEAR) {
             flops += 2.0 * nd->p.linear.in * nd->p.linear.out;
         }

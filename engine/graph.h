@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/engine.h"
 #include "engine/models/cnn.h"
@@ -38,6 +39,7 @@ typedef enum op_kind {
     OP_ACT,      /* an activation with no producer to fuse into */
     OP_ADD,      /* residual add */
     OP_SOFTMAX,
+    OP_CONV_TRANSPOSE2D,
     OP_COUNT
 } op_kind;
 
@@ -48,10 +50,12 @@ typedef struct graph_node {
     float act_alpha;
     union {
         conv2d_params conv;
+        conv_transpose2d_params deconv;
         pool2d_params pool;
         struct { int in, out; } linear;
     } p;
-    const float *weight;      /* conv (out_c, in_c/g, kh, kw); linear (out, in) */
+    const float *weight;      /* conv (out_c, in_c/g, kh, kw); conv-transpose (in_c, out_c/g,
+                                 kh, kw); linear (out, in) */
     const float *bias;        /* (out_c) or NULL */
     const float *scale, *shift; /* OP_AFFINE (c) */
     graph_shape in_shape, out_shape;
@@ -72,7 +76,7 @@ typedef struct graph {
     int max_batch;
     size_t *value_offset;     /* floats from the region start, per value (batch-scaled) */
     size_t region_floats;     /* all activation slices, for max_batch */
-    size_t scratch_floats;    /* largest per-op scratch */
+    size_t scratch_floats;    /* largest per-op scratch at max_batch */
 } graph;
 
 /* Adds layers to a graph reading weights from a checkpoint; the first error sticks
@@ -93,6 +97,13 @@ int graph_add_layer(graph_builder *b, int v, const layer_spec *layer);
 /* Residual add of two values of equal shape, then act. */
 int graph_add_residual(graph_builder *b, int a, int v, act_kind act);
 
+/* Tensor "<prefix>.<suffix>" (just suffix when prefix is "") of exactly the shape
+ * dims, as F32: a pointer into the checkpoint when usable as stored, else a converted
+ * copy the graph owns.  Missing: an error naming the key and the expected shape, or
+ * NULL without one when optional.  For builders that read weights outside a layer. */
+const float *graph_load_tensor(graph_builder *b, const char *prefix, const char *suffix,
+                               const int64_t *dims, int ndim, bool optional);
+
 /* Sizes the activation region and scratch for batches of up to max_batch. */
 engine_status graph_plan(graph *g, int output, int max_batch, engine_err *err);
 /* Bytes a session needs: region + scratch, each arena-aligned. */
@@ -103,7 +114,8 @@ void graph_forward(const graph *g, int n, const float *x, float *y, float *regio
                    float *scratch);
 
 const char *op_kind_name(op_kind kind);
-/* FLOPs of one sample through the conv and linear nodes (2 per multiply-add). */
+/* FLOPs of one sample through the conv, conv-transpose and linear nodes (2 per
+ * multiply-add). */
 double graph_flops(const graph *g);
 
 #endif

@@ -1,5 +1,6 @@
 /* model_dir.c — a model directory (docs/MODELS.md) into a cnn_spec, an image_preproc
- * and a label list, or, for a Hugging Face BERT directory, into a bert_config and the
+ * and a label list; for a GAN generator into a gan_spec (and, when conditional, the
+ * label list); for a Hugging Face BERT directory into a bert_config and the
  * tokenizer's settings.
  *
  * Runs at start-up and on reload, on whichever thread loads models; it keeps no state
@@ -750,6 +751,161 @@ static engine_status parse_input(parse_ctx *ctx, json_t *in, image_preproc *pp)
     return ENGINE_OK;
 }
 
+/* The top-level "layers" array into *layers (owned by the caller from then on). */
+static engine_status parse_layers(parse_ctx *ctx, json_t *v, layer_spec **layers, int *n)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "architecture \"layers\" needs a "
+                       "non-empty \"layers\" array");
+    TRY(parse_layer_list(ctx, v, "layers", "", 0));
+    if (ctx->n_layers == 0)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "layers", "only empty Sequentials");
+    *layers = ctx->layers;
+    *n = ctx->n_layers;
+    ctx->layers = NULL;
+    return ENGINE_OK;
+}
+
+/* A string key's value among names (NULL-terminated); its index in *out.  def >= 0:
+ * the index when absent. */
+static engine_status get_choice(parse_ctx *ctx, json_t *obj, const char *where, const char *key,
+                                int def, const char *const *names, int *out)
+{
+    char p[320];
+    json_t *v = json_object_get(obj, key);
+    key_path(p, sizeof p, where, key);
+    if (!v) {
+        if (def < 0)
+            return fail_at(ctx, ENGINE_ERR_FORMAT, where, "missing \"%s\"", key);
+        *out = def;
+        return ENGINE_OK;
+    }
+    if (!json_is_string(v))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, p, "must be a string");
+    char list[160] = "";
+    for (int i = 0; names[i]; i++) {
+        if (!strcmp(json_string_value(v), names[i])) {
+            *out = i;
+            return ENGINE_OK;
+        }
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"",
+                 i == 0 ? "" : names[i + 1] ? ", " : " or ", names[i]);
+    }
+    return fail_at(ctx, ENGINE_ERR_FORMAT, p, "unknown value \"%s\" (%s)", json_string_value(v),
+                   list);
+}
+
+/* "condition": how a class becomes part of the generator's input; present exactly when
+ * num_classes is. */
+static engine_status parse_condition(parse_ctx *ctx, json_t *root, gan_spec *g)
+{
+    json_t *c = json_object_get(root, "condition");
+    if (g->num_classes == 0) {
+        if (c)
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "condition", "only applies to a "
+                           "conditional generator (one with \"num_classes\")");
+        g->condition = GAN_COND_NONE;
+        return ENGINE_OK;
+    }
+    if (!c)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "missing \"condition\" (\"num_classes\" "
+                       "makes the generator conditional)");
+    if (!json_is_object(c))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "condition", "must be an object");
+    TRY(check_keys(ctx, c, "condition", "condition",
+                   (const char *const[]){"type", "key", "order", NULL}));
+    int type, order;
+    TRY(get_choice(ctx, c, "condition", "type", -1,
+                   (const char *const[]){"embedding", "one_hot", NULL}, &type));
+    TRY(get_choice(ctx, c, "condition", "order", 0,
+                   (const char *const[]){"latent_first", "label_first", NULL}, &order));
+    g->condition = type == 0 ? GAN_COND_EMBEDDING : GAN_COND_ONE_HOT;
+    g->label_first = order == 1;
+
+    json_t *key = json_object_get(c, "key");
+    if (g->condition == GAN_COND_ONE_HOT) {
+        if (key)
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "condition.key", "only applies to type "
+                           "\"embedding\"");
+        return ENGINE_OK;
+    }
+    if (!key)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "condition", "missing \"key\" (the embedding's "
+                       "tensor name)");
+    const size_t len = json_is_string(key) ? json_string_length(key) : 0;
+    const char *name = json_is_string(key) ? json_string_value(key) : "";
+    bool ok = len > 0 && len < sizeof g->cond_key && strlen(name) == len;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
+    if (!ok)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "condition.key", "must be a tensor name of 1 "
+                       "to %zu bytes without control characters", sizeof g->cond_key - 1);
+    memcpy(g->cond_key, name, len + 1);
+    return ENGINE_OK;
+}
+
+/* "output": the image the generator makes and the range of its values. */
+static engine_status parse_output(parse_ctx *ctx, json_t *root, gan_spec *g)
+{
+    json_t *o = json_object_get(root, "output");
+    if (!o)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "missing \"output\"");
+    if (!json_is_object(o))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "output", "must be an object");
+    TRY(check_keys(ctx, o, "output", "output",
+                   (const char *const[]){"channels", "height", "width", "range", NULL}));
+    TRY(get_int(ctx, o, "output", "channels", true, 0, 1, 3, &g->out_channels));
+    if (g->out_channels == 2)
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "output.channels", "must be 1 (gray) or 3 (RGB)");
+    TRY(get_int(ctx, o, "output", "height", true, 0, 1, INPUT_MAX_SIDE, &g->out_height));
+    TRY(get_int(ctx, o, "output", "width", true, 0, 1, INPUT_MAX_SIDE, &g->out_width));
+    int range;
+    TRY(get_choice(ctx, o, "output", "range", -1,
+                   (const char *const[]){"tanh", "sigmoid", NULL}, &range));
+    g->range = range == 0 ? IMAGE_RANGE_TANH : IMAGE_RANGE_SIGMOID;
+    return ENGINE_OK;
+}
+
+/* A "kind": "gan" config (docs/MODELS.md, "GAN directories"). */
+static engine_status parse_gan(parse_ctx *ctx, json_t *root, model_dir *md)
+{
+    gan_spec *g = &md->gan;
+    TRY(check_keys(ctx, root, NULL, "a GAN config",
+                   (const char *const[]){"kind", "architecture", "latent_dim", "num_classes",
+                                         "condition", "output", "layers", "ngf", NULL}));
+    json_t *v = json_object_get(root, "architecture");
+    if (!json_is_string(v))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "missing \"architecture\" (a string)");
+    if (!gan_arch_from_name(json_string_value(v), &g->arch))
+        return fail_at(ctx, ENGINE_ERR_FORMAT, "architecture", "unknown architecture \"%s\" "
+                       "(layers or dcgan)", json_string_value(v));
+    TRY(get_int(ctx, root, "", "latent_dim", true, 0, 1, GAN_MAX_LATENT, &g->latent_dim));
+    TRY(get_int(ctx, root, "", "num_classes", false, 0, 1, MODEL_DIR_MAX_LABELS,
+                &g->num_classes));
+    TRY(parse_condition(ctx, root, g));
+    TRY(parse_output(ctx, root, g));
+
+    if (g->arch == GAN_ARCH_DCGAN) {
+        if (json_object_get(root, "layers"))
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "layers", "only applies to architecture "
+                           "\"layers\"");
+        TRY(get_int(ctx, root, "", "ngf", true, 0, 1, GAN_MAX_NGF, &g->ngf));
+        if (g->out_height != 64 || g->out_width != 64)
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "output", "architecture \"dcgan\" makes "
+                           "64x64 images, not %dx%d", g->out_width, g->out_height);
+        if (g->range != IMAGE_RANGE_TANH)
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "output.range", "must be \"tanh\": "
+                           "architecture \"dcgan\" ends in Tanh");
+    } else {
+        if (json_object_get(root, "ngf"))
+            return fail_at(ctx, ENGINE_ERR_FORMAT, "ngf", "only applies to architecture "
+                           "\"dcgan\"");
+        TRY(parse_layers(ctx, json_object_get(root, "layers"), &g->layers, &g->n_layers));
+    }
+    md->kind = MODEL_KIND_GAN;
+    return ENGINE_OK;
+}
+
 static engine_status parse_config(parse_ctx *ctx, const char *text, size_t len, model_dir *md)
 {
     json_error_t je;
@@ -767,23 +923,26 @@ static engine_status parse_config(parse_ctx *ctx, const char *text, size_t len, 
         st = parse_bert(ctx, root, md);
         goto out;
     }
-    st = check_keys(ctx, root, NULL, "a model config",
-                    (const char *const[]){"kind", "architecture", "num_classes", "input",
-                                          "layers", NULL});
-    if (st != ENGINE_OK)
-        goto out;
-
     v = json_object_get(root, "kind");
     if (!json_is_string(v)) {
         st = fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "missing \"kind\" (a string), or "
                      "\"model_type\" for a Hugging Face BERT");
         goto out;
     }
-    if (strcmp(json_string_value(v), "cnn") != 0) {
-        st = fail_at(ctx, ENGINE_ERR_FORMAT, "kind", "unknown kind \"%s\" (this build "
-                     "serves \"cnn\")", json_string_value(v));
+    if (!strcmp(json_string_value(v), "gan")) {
+        st = parse_gan(ctx, root, md);
         goto out;
     }
+    if (strcmp(json_string_value(v), "cnn") != 0) {
+        st = fail_at(ctx, ENGINE_ERR_FORMAT, "kind", "unknown kind \"%s\" (this build "
+                     "serves \"cnn\" and \"gan\")", json_string_value(v));
+        goto out;
+    }
+    st = check_keys(ctx, root, NULL, "a model config",
+                    (const char *const[]){"kind", "architecture", "num_classes", "input",
+                                          "layers", NULL});
+    if (st != ENGINE_OK)
+        goto out;
     md->kind = MODEL_KIND_CNN;
 
     v = json_object_get(root, "architecture");
@@ -817,20 +976,7 @@ static engine_status parse_config(parse_ctx *ctx, const char *text, size_t len, 
                          cnn_arch_name(md->cnn.arch));
         goto out;
     }
-    if (!json_is_array(v) || json_array_size(v) == 0) {
-        st = fail_at(ctx, ENGINE_ERR_FORMAT, NULL, "architecture \"layers\" needs a "
-                     "non-empty \"layers\" array");
-        goto out;
-    }
-    if ((st = parse_layer_list(ctx, v, "layers", "", 0)) != ENGINE_OK)
-        goto out;
-    if (ctx->n_layers == 0) {
-        st = fail_at(ctx, ENGINE_ERR_FORMAT, "layers", "only empty Sequentials");
-        goto out;
-    }
-    md->cnn.layers = ctx->layers;
-    md->cnn.n_layers = ctx->n_layers;
-    ctx->layers = NULL;
+    st = parse_layers(ctx, v, &md->cnn.layers, &md->cnn.n_layers);
 out:
     json_decref(root);
     return st;
@@ -1005,13 +1151,15 @@ engine_status model_dir_read(const char *dir, model_dir *out, engine_err *err)
     free(text);
     text = NULL;
 
-    const bool cnn = md.kind == MODEL_KIND_CNN;
-    if (st == ENGINE_OK && cnn)
+    /* class names: a CNN's outputs, a conditional GAN's inputs */
+    const int classes = md.kind == MODEL_KIND_CNN ? md.cnn.num_classes
+                        : md.kind == MODEL_KIND_GAN ? md.gan.num_classes : 0;
+    if (st == ENGINE_OK && classes > 0)
         st = join_path(path, sizeof path, dir, "labels.txt", err);
-    if (st == ENGINE_OK && cnn)
+    if (st == ENGINE_OK && classes > 0)
         st = read_file(path, LABELS_MAX_BYTES, &text, &len, err);
-    if (st == ENGINE_OK && cnn)
-        st = parse_labels(path, text, len, md.cnn.num_classes, &md, err);
+    if (st == ENGINE_OK && classes > 0)
+        st = parse_labels(path, text, len, classes, &md, err);
     free(text);
     if (st == ENGINE_OK && md.kind == MODEL_KIND_BERT)
         st = read_tokenizer(dir, &md, err);
@@ -1041,6 +1189,7 @@ void model_dir_free(model_dir *md)
     if (!md)
         return;
     cnn_spec_free(&md->cnn);
+    gan_spec_free(&md->gan);
     for (int i = 0; i < md->n_labels; i++)
         free(md->labels[i]);
     free(md->labels);
@@ -1053,6 +1202,7 @@ const char *model_kind_name(model_kind kind)
     switch (kind) {
     case MODEL_KIND_CNN: return "cnn";
     case MODEL_KIND_BERT: return "bert";
+    case MODEL_KIND_GAN: return "gan";
     }
     return "unknown";
 }

@@ -190,12 +190,12 @@ static int decode_image(const char *s, size_t len, const char *what, const image
     if (len >= 5 && memcmp(s, "data:", 5) == 0) {
         const char *comma = memchr(s, ',', len);
         if (comma == NULL)
-            return proto_perr(err, 415, "%s: data URL without ','; expected data:image/png;base64,...",
-                        what);
+            return proto_perr(err, 415,
+                              "%s: data URL without ','; expected data:image/png;base64,...", what);
         size_t meta = (size_t)(comma - s);
         if (meta < 12 || memcmp(comma - 7, ";base64", 7) != 0)
-            return proto_perr(err, 415, "%s: data URL is not base64; expected data:image/png;base64,...",
-                        what);
+            return proto_perr(
+                err, 415, "%s: data URL is not base64; expected data:image/png;base64,...", what);
         len -= meta + 1;
         s = comma + 1;
     }
@@ -219,7 +219,7 @@ static int decode_image(const char *s, size_t len, const char *what, const image
         return 0;
     case ENGINE_ERR_IMAGE:
         return proto_perr(err, 415, "%s could not be decoded as PNG or JPEG: %s", what,
-                    engine_msg(&e));
+                          engine_msg(&e));
     case ENGINE_ERR_INVALID:
         return proto_perr(err, 422, "%s: %s", what, engine_msg(&e));
     case ENGINE_ERR_NOMEM:
@@ -234,15 +234,16 @@ static int pixel_value(const json_t *v, const char *where, uint8_t *out, proto_e
     if (json_is_integer(v)) {
         json_int_t x = json_integer_value(v);
         if (x < 0 || x > 255)
-            return proto_perr(err, 422, "%s = %" JSON_INTEGER_FORMAT
-                                  " is out of range: pixel values are integers 0..255",
-                        where, x);
+            return proto_perr(err, 422,
+                              "%s = %" JSON_INTEGER_FORMAT
+                              " is out of range: pixel values are integers 0..255",
+                              where, x);
         *out = (uint8_t)x;
         return 0;
     }
     if (json_is_real(v))
-        return proto_perr(err, 422, "%s = %g is not an integer: pixel values are integers 0..255", where,
-                    json_real_value(v));
+        return proto_perr(err, 422, "%s = %g is not an integer: pixel values are integers 0..255",
+                          where, json_real_value(v));
     return proto_perr(err, 400, "%s must be an integer 0..255, got %s", where, proto_type_name(v));
 }
 
@@ -252,7 +253,7 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
 {
     if (!json_is_array(p))
         return proto_perr(err, 400, "pixels must be an array of rows, [H][W] or [H][W][C]; got %s",
-                    proto_type_name(p));
+                          proto_type_name(p));
     size_t h = json_array_size(p);
     if (h == 0)
         return proto_perr(err, 422, "pixels is empty: expected [H][W] or [H][W][C] with H, W >= 1");
@@ -260,23 +261,24 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
         return proto_perr(err, 422, "pixels has %zu rows; at most %d", h, PROTO_MAX_PIXELS_SIDE);
     const json_t *row0 = json_array_get(p, 0);
     if (!json_is_array(row0))
-        return proto_perr(err, 422,
-                    "pixels must be 2-D [H][W] or 3-D [H][W][C], but pixels[0] is %s, not a row",
-                    proto_type_name(row0));
+        return proto_perr(
+            err, 422, "pixels must be 2-D [H][W] or 3-D [H][W][C], but pixels[0] is %s, not a row",
+            proto_type_name(row0));
     size_t w = json_array_size(row0);
     if (w == 0)
         return proto_perr(err, 422, "pixels[0] is empty: rows need at least one pixel");
     if (w > PROTO_MAX_PIXELS_SIDE)
         return proto_perr(err, 422, "pixels rows have %zu columns; at most %d", w,
-                    PROTO_MAX_PIXELS_SIDE);
+                          PROTO_MAX_PIXELS_SIDE);
     if (h * w > (size_t)IMAGE_MAX_PIXELS)
-        return proto_perr(err, 422, "pixels is %zu x %zu; at most %d pixels", h, w, IMAGE_MAX_PIXELS);
+        return proto_perr(err, 422, "pixels is %zu x %zu; at most %d pixels", h, w,
+                          IMAGE_MAX_PIXELS);
     const json_t *p00 = json_array_get(row0, 0);
     bool three_d = json_is_array(p00);
     size_t c = three_d ? json_array_size(p00) : 1;
     if (c != 1 && c != 3 && c != 4)
-        return proto_perr(err, 422, "pixels[0][0] has %zu channels; use 1 (gray), 3 (RGB) or 4 (RGBA)",
-                    c);
+        return proto_perr(err, 422,
+                          "pixels[0][0] has %zu channels; use 1 (gray), 3 (RGB) or 4 (RGBA)", c);
 
     uint8_t *px = malloc(h * w * c);
     if (px == NULL)
@@ -286,14 +288,15 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
     for (size_t y = 0; y < h && status == 0; y++) {
         const json_t *row = json_array_get(p, y);
         if (!json_is_array(row)) {
-            status = proto_perr(err, 422, "pixels[%zu] is %s; every row must be an array of %zu pixels",
-                          y, proto_type_name(row), w);
+            status =
+                proto_perr(err, 422, "pixels[%zu] is %s; every row must be an array of %zu pixels",
+                           y, proto_type_name(row), w);
             break;
         }
         if (json_array_size(row) != w) {
-            status = proto_perr(err, 422,
-                          "pixels[%zu] has %zu columns but pixels[0] has %zu: rows must be equal",
-                          y, json_array_size(row), w);
+            status = proto_perr(
+                err, 422, "pixels[%zu] has %zu columns but pixels[0] has %zu: rows must be equal",
+                y, json_array_size(row), w);
             break;
         }
         for (size_t x = 0; x < w && status == 0; x++) {
@@ -301,10 +304,11 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
             uint8_t *dstpx = px + (y * w + x) * c;
             if (!three_d) {
                 if (json_is_array(e)) {
-                    status = proto_perr(err, 422,
-                                  "pixels[%zu][%zu] is an array but pixels[0][0] is a number: "
-                                  "use [H][W] or [H][W][C] throughout",
-                                  y, x);
+                    status =
+                        proto_perr(err, 422,
+                                   "pixels[%zu][%zu] is an array but pixels[0][0] is a number: "
+                                   "use [H][W] or [H][W][C] throughout",
+                                   y, x);
                     break;
                 }
                 snprintf(where, sizeof where, "pixels[%zu][%zu]", y, x);
@@ -313,9 +317,9 @@ static int parse_pixels(const json_t *p, const image_preproc *pp, float *dst, pr
             }
             if (!json_is_array(e) || json_array_size(e) != c) {
                 status = proto_perr(err, 422,
-                              "pixels[%zu][%zu] must be an array of %zu channel values, "
-                              "like pixels[0][0]",
-                              y, x, c);
+                                    "pixels[%zu][%zu] must be an array of %zu channel values, "
+                                    "like pixels[0][0]",
+                                    y, x, c);
                 break;
             }
             for (size_t k = 0; k < c && status == 0; k++) {
@@ -347,8 +351,8 @@ json_t *proto_load_body(const char *body, size_t len, const char *example, proto
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL)
-        proto_perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)", jerr.text,
-             jerr.line, jerr.column);
+        proto_perr(err, 400, "body is not valid JSON (or not UTF-8): %s (line %d, column %d)",
+                   jerr.text, jerr.line, jerr.column);
     return root;
 }
 
@@ -364,8 +368,9 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
 
     int status = 0;
     if (!json_is_object(root)) {
-        status = proto_perr(err, 400, "body must be a JSON object with image, images or pixels; got %s",
-                      proto_type_name(root));
+        status =
+            proto_perr(err, 400, "body must be a JSON object with image, images or pixels; got %s",
+                       proto_type_name(root));
         goto done;
     }
 
@@ -376,8 +381,8 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
         for (size_t i = 0; i < sizeof classify_fields / sizeof classify_fields[0]; i++)
             known = known || strcmp(key, classify_fields[i]) == 0;
         if (!known) {
-            status = proto_perr(err, 400,
-                          "unknown field \"%.64s\"; allowed: image, images, pixels, top_k", key);
+            status = proto_perr(
+                err, 400, "unknown field \"%.64s\"; allowed: image, images, pixels, top_k", key);
             goto done;
         }
     }
@@ -386,8 +391,9 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
     const json_t *images = json_object_get(root, "images");
     const json_t *pixels = json_object_get(root, "pixels");
     if ((image != NULL) + (images != NULL) + (pixels != NULL) != 1) {
-        status = proto_perr(err, 400, "give exactly one of \"image\" (base64), \"images\" (array of "
-                                "base64) or \"pixels\" (array [H][W] or [H][W][C])");
+        status = proto_perr(err, 400,
+                            "give exactly one of \"image\" (base64), \"images\" (array of "
+                            "base64) or \"pixels\" (array [H][W] or [H][W][C])");
         goto done;
     }
 
@@ -395,12 +401,14 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
     const json_t *top_k = json_object_get(root, "top_k");
     if (top_k != NULL) {
         if (!json_is_integer(top_k)) {
-            status = proto_perr(err, 400, "top_k must be a positive integer, got %s", proto_type_name(top_k));
+            status = proto_perr(err, 400, "top_k must be a positive integer, got %s",
+                                proto_type_name(top_k));
             goto done;
         }
         if (json_integer_value(top_k) < 1) {
-            status = proto_perr(err, 400, "top_k must be a positive integer, got %" JSON_INTEGER_FORMAT,
-                          json_integer_value(top_k));
+            status =
+                proto_perr(err, 400, "top_k must be a positive integer, got %" JSON_INTEGER_FORMAT,
+                           json_integer_value(top_k));
             goto done;
         }
         out->top_k = json_integer_value(top_k) > n_labels ? n_labels
@@ -414,14 +422,15 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
         out->form = PROTO_FORM_IMAGE;
         out->n = 1;
         if (!json_is_string(image)) {
-            status = proto_perr(err, 400, "image must be a base64 string, got %s", proto_type_name(image));
+            status = proto_perr(err, 400, "image must be a base64 string, got %s",
+                                proto_type_name(image));
             goto done;
         }
     } else if (images != NULL) {
         out->form = PROTO_FORM_IMAGES;
         if (!json_is_array(images)) {
             status = proto_perr(err, 400, "images must be an array of base64 strings, got %s",
-                          proto_type_name(images));
+                                proto_type_name(images));
             goto done;
         }
         size_t n = json_array_size(images);
@@ -430,15 +439,16 @@ int proto_parse_classify(const char *body, size_t len, const image_preproc *pp, 
             goto done;
         }
         if (n > (size_t)max_images) {
-            status = proto_perr(err, 413, "too many images: %zu; this server takes at most %d per "
-                                    "request (max_images_per_request), split the request",
-                          n, max_images);
+            status = proto_perr(err, 413,
+                                "too many images: %zu; this server takes at most %d per "
+                                "request (max_images_per_request), split the request",
+                                n, max_images);
             goto done;
         }
         for (size_t i = 0; i < n; i++) {
             if (!json_is_string(json_array_get(images, i))) {
                 status = proto_perr(err, 400, "images[%zu] must be a base64 string, got %s", i,
-                              proto_type_name(json_array_get(images, i)));
+                                    proto_type_name(json_array_get(images, i)));
                 goto done;
             }
         }
@@ -487,7 +497,7 @@ void proto_classify_req_free(proto_classify_req *req)
 
 /* Rejects keys of obj not in allowed; "where" names obj in the message. */
 int proto_check_fields(const json_t *obj, const char *const *allowed, size_t n_allowed,
-                        const char *where, proto_error *err)
+                       const char *where, proto_error *err)
 {
     const char *key;
     json_t *value;
@@ -520,7 +530,7 @@ static int bert_specials(const proto_bert_model *bm, wordpiece_specials *sp, pro
         return proto_perr(err, 500, "model %s's vocabulary lacks [CLS], [SEP] or [MASK]", bm->name);
     if (bm->max_tokens < 3)
         return proto_perr(err, 500, "model %s takes %d tokens, too few for any text", bm->name,
-                    bm->max_tokens);
+                          bm->max_tokens);
     return 0;
 }
 
@@ -528,10 +538,11 @@ static int bert_specials(const proto_bert_model *bm, wordpiece_specials *sp, pro
 static int text_field(const json_t *v, const char *what, const char *hint, proto_error *err)
 {
     if (!json_is_string(v))
-        return proto_perr(err, 400, "%s must be a string%s, got %s", what, hint, proto_type_name(v));
+        return proto_perr(err, 400, "%s must be a string%s, got %s", what, hint,
+                          proto_type_name(v));
     if (json_string_length(v) > WORDPIECE_MAX_TEXT_BYTES)
         return proto_perr(err, 413, "%s is %zu bytes; at most %d bytes are taken", what,
-                    json_string_length(v), WORDPIECE_MAX_TEXT_BYTES);
+                          json_string_length(v), WORDPIECE_MAX_TEXT_BYTES);
     return 0;
 }
 
@@ -560,7 +571,7 @@ static int parse_fill_mask_top_k(const json_t *v, int *out, proto_error *err)
     json_int_t k = json_integer_value(v);
     if (k < 1 || k > PROTO_FILL_MASK_MAX_TOP_K)
         return proto_perr(err, 400, "top_k must be from 1 to %d, got %" JSON_INTEGER_FORMAT,
-                    PROTO_FILL_MASK_MAX_TOP_K, k);
+                          PROTO_FILL_MASK_MAX_TOP_K, k);
     *out = (int)k;
     return 0;
 }
@@ -600,14 +611,15 @@ static int parse_targets(const proto_bert_model *bm, const json_t *v, proto_fill
     bool one = json_is_string(v);
     if (!one && !json_is_array(v))
         return proto_perr(err, 400, "targets must be an array of words (or one word), got %s",
-                    proto_type_name(v));
+                          proto_type_name(v));
     size_t n = one ? 1 : json_array_size(v);
     if (n == 0)
-        return proto_perr(err, 400, "targets is empty: give at least one word, or leave it out to "
-                              "rank the whole vocabulary");
+        return proto_perr(err, 400,
+                          "targets is empty: give at least one word, or leave it out to "
+                          "rank the whole vocabulary");
     if (n > PROTO_FILL_MASK_MAX_TARGETS)
         return proto_perr(err, 413, "too many targets: %zu; at most %d", n,
-                    PROTO_FILL_MASK_MAX_TARGETS);
+                          PROTO_FILL_MASK_MAX_TARGETS);
     out->targets = malloc(n * sizeof *out->targets);
     if (out->targets == NULL)
         return proto_perr(err, 500, "out of memory for %zu targets", n);
@@ -619,20 +631,21 @@ static int parse_targets(const proto_bert_model *bm, const json_t *v, proto_fill
         else
             snprintf(what, sizeof what, "targets[%zu]", i);
         if (!json_is_string(t))
-            return proto_perr(err, 400, "%s must be a string (a word), got %s", what, proto_type_name(t));
+            return proto_perr(err, 400, "%s must be a string (a word), got %s", what,
+                              proto_type_name(t));
         size_t tl = json_string_length(t);
         if (tl == 0)
             return proto_perr(err, 400, "%s is empty: give a word", what);
         if (tl > PROTO_FILL_MASK_MAX_TARGET_BYTES)
             return proto_perr(err, 422, "%s is %zu bytes; a target is one word of at most %d bytes",
-                        what, tl, PROTO_FILL_MASK_MAX_TARGET_BYTES);
+                              what, tl, PROTO_FILL_MASK_MAX_TARGET_BYTES);
         int32_t id;
         int st = target_id(bm, t, what, &id, err);
         if (st != 0)
             return st;
         if (id < 0 || id >= bm->candidates)
             return proto_perr(err, 422, "%s \"%.64s\" has no token in model %s's vocabulary", what,
-                        json_string_value(t), bm->name);
+                              json_string_value(t), bm->name);
         bool seen = false;
         for (int k = 0; k < out->n_targets && !seen; k++)
             seen = out->targets[k] == id;
@@ -660,19 +673,22 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     if ((status = bert_specials(bm, &sp, err)) != 0)
         goto done;
     if (!json_is_object(root)) {
-        status = proto_perr(err, 400, "body must be a JSON object with \"text\" (or \"inputs\"); got %s",
-                      proto_type_name(root));
+        status =
+            proto_perr(err, 400, "body must be a JSON object with \"text\" (or \"inputs\"); got %s",
+                       proto_type_name(root));
         goto done;
     }
     if ((status = proto_check_fields(root, fill_mask_fields,
-                               sizeof fill_mask_fields / sizeof fill_mask_fields[0], "", err)) != 0)
+                                     sizeof fill_mask_fields / sizeof fill_mask_fields[0], "",
+                                     err)) != 0)
         goto done;
 
     const json_t *text = json_object_get(root, "text");
     const json_t *inputs = json_object_get(root, "inputs");
     if ((text != NULL) == (inputs != NULL)) {
-        status = proto_perr(err, 400, "give exactly one of \"text\" or \"inputs\": a string with one or "
-                                "more [MASK] tokens");
+        status = proto_perr(err, 400,
+                            "give exactly one of \"text\" or \"inputs\": a string with one or "
+                            "more [MASK] tokens");
         goto done;
     }
     out->form = text ? PROTO_BERT_TEXT : PROTO_BERT_INPUTS;
@@ -689,26 +705,32 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     const json_t *params = json_object_get(root, "parameters");
     const json_t *options = json_object_get(root, "options");
     if (options != NULL && !json_is_object(options)) {
-        status = proto_perr(err, 400, "options must be an object, got %s", proto_type_name(options));
+        status =
+            proto_perr(err, 400, "options must be an object, got %s", proto_type_name(options));
         goto done;
     }
     const json_t *top_k = json_object_get(root, "top_k");
     const json_t *targets = json_object_get(root, "targets");
     if (params != NULL) {
         if (!json_is_object(params)) {
-            status = proto_perr(err, 400, "parameters must be an object with top_k and/or targets, "
-                                    "got %s", proto_type_name(params));
+            status = proto_perr(err, 400,
+                                "parameters must be an object with top_k and/or targets, "
+                                "got %s",
+                                proto_type_name(params));
             goto done;
         }
-        if ((status = proto_check_fields(params, fill_mask_parameters,
-                                   sizeof fill_mask_parameters / sizeof fill_mask_parameters[0],
-                                   " in parameters", err)) != 0)
+        if ((status =
+                 proto_check_fields(params, fill_mask_parameters,
+                                    sizeof fill_mask_parameters / sizeof fill_mask_parameters[0],
+                                    " in parameters", err)) != 0)
             goto done;
         for (size_t i = 0; i < 2; i++) {
             const char *k = fill_mask_parameters[i];
             if (json_object_get(params, k) != NULL && json_object_get(root, k) != NULL) {
-                status = proto_perr(err, 400, "%s is given twice, at the top level and in parameters: "
-                                        "give it once", k);
+                status = proto_perr(err, 400,
+                                    "%s is given twice, at the top level and in parameters: "
+                                    "give it once",
+                                    k);
                 goto done;
             }
         }
@@ -732,9 +754,10 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
                            err)) != 0)
         goto done;
     if (n > bm->max_tokens - 2) {
-        status = proto_perr(err, 413, "%s is %d tokens with [CLS] and [SEP]; model %s takes at most %d "
-                                "(max_position_embeddings): shorten the text",
-                      what, n + 2, bm->name, bm->max_tokens);
+        status = proto_perr(err, 413,
+                            "%s is %d tokens with [CLS] and [SEP]; model %s takes at most %d "
+                            "(max_position_embeddings): shorten the text",
+                            what, n + 2, bm->name, bm->max_tokens);
         goto done;
     }
     out->ids[0] = sp.cls;
@@ -744,9 +767,10 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     for (int i = 1; i <= n; i++)
         out->n_mask += out->ids[i] == sp.mask;
     if (out->n_mask == 0) {
-        status = proto_perr(err, 422, "%s has no [MASK] token: write [MASK] (upper case, in brackets) "
-                                "where a word is to be predicted",
-                      what);
+        status = proto_perr(err, 422,
+                            "%s has no [MASK] token: write [MASK] (upper case, in brackets) "
+                            "where a word is to be predicted",
+                            what);
         goto done;
     }
     out->mask_pos = malloc((size_t)out->n_mask * sizeof *out->mask_pos);
@@ -764,10 +788,11 @@ int proto_parse_fill_mask(const char *body, size_t len, const proto_bert_model *
     if (out->top_k > ranked)
         out->top_k = ranked;
     if ((long long)out->n_mask * out->top_k > PROTO_FILL_MASK_MAX_ANSWERS) {
-        status = proto_perr(err, 422, "%d masks x top_k %d is %lld answers; at most %d in one response: "
-                                "lower top_k or send fewer masks per request",
-                      out->n_mask, out->top_k, (long long)out->n_mask * out->top_k,
-                      PROTO_FILL_MASK_MAX_ANSWERS);
+        status = proto_perr(err, 422,
+                            "%d masks x top_k %d is %lld answers; at most %d in one response: "
+                            "lower top_k or send fewer masks per request",
+                            out->n_mask, out->top_k, (long long)out->n_mask * out->top_k,
+                            PROTO_FILL_MASK_MAX_ANSWERS);
         goto done;
     }
 
@@ -802,18 +827,21 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
     if ((status = bert_specials(bm, &sp, err)) != 0)
         goto done;
     if (!json_is_object(root)) {
-        status = proto_perr(err, 400, "body must be a JSON object with \"text_a\" and \"text_b\"; "
-                                "got %s", proto_type_name(root));
+        status = proto_perr(err, 400,
+                            "body must be a JSON object with \"text_a\" and \"text_b\"; "
+                            "got %s",
+                            proto_type_name(root));
         goto done;
     }
     if ((status = proto_check_fields(root, next_sentence_fields,
-                               sizeof next_sentence_fields / sizeof next_sentence_fields[0], "",
-                               err)) != 0)
+                                     sizeof next_sentence_fields / sizeof next_sentence_fields[0],
+                                     "", err)) != 0)
         goto done;
     const json_t *a = json_object_get(root, "text_a"), *b = json_object_get(root, "text_b");
     if (a == NULL || b == NULL) {
-        status = proto_perr(err, 400, "give both \"text_a\" (the first sentence) and \"text_b\" (the "
-                                "sentence that may follow it)");
+        status = proto_perr(err, 400,
+                            "give both \"text_a\" (the first sentence) and \"text_b\" (the "
+                            "sentence that may follow it)");
         goto done;
     }
     if ((status = text_field(a, "text_a", "", err)) != 0 ||
@@ -837,9 +865,10 @@ int proto_parse_next_sentence(const char *body, size_t len, const proto_bert_mod
                            a_fits ? max - 3 - na : 0, &nb, err)) != 0)
         goto done;
     if ((long long)na + nb + 3 > max) {
-        status = proto_perr(err, 413, "text_a and text_b are %lld tokens with [CLS] and two [SEP]; "
-                                "model %s takes at most %d (max_position_embeddings): shorten them",
-                      (long long)na + nb + 3, bm->name, max);
+        status = proto_perr(err, 413,
+                            "text_a and text_b are %lld tokens with [CLS] and two [SEP]; "
+                            "model %s takes at most %d (max_position_embeddings): shorten them",
+                            (long long)na + nb + 3, bm->name, max);
         goto done;
     }
     out->len = na + nb + 3;
@@ -925,7 +954,8 @@ static json_t *predictions(const float *row, int k, int top_k, char *const *labe
         json_t *p = json_object();
         double score = isfinite(tmp[t].score) ? (double)tmp[t].score : 0.0;
         if (p == NULL || !proto_set(p, "label", proto_jstr(labels[tmp[t].index])) ||
-            !proto_set(p, "index", json_integer(tmp[t].index)) || !proto_set(p, "score", json_real(score))) {
+            !proto_set(p, "index", json_integer(tmp[t].index)) ||
+            !proto_set(p, "score", json_real(score))) {
             json_decref(p);
             p = NULL;
         }
@@ -952,8 +982,8 @@ char *proto_format_classify(const char *model, proto_form form, const float *pro
         for (int i = 0; i < n && ok; i++) {
             json_t *r = json_object();
             ok = r != NULL && proto_set(r, "predictions",
-                                  predictions(probs + (size_t)i * (size_t)k_classes, k_classes,
-                                              top_k, labels, tmp));
+                                        predictions(probs + (size_t)i * (size_t)k_classes,
+                                                    k_classes, top_k, labels, tmp));
             if (!ok)
                 json_decref(r);
             else
@@ -1002,7 +1032,8 @@ static json_t *fill_mask_answer(const proto_bert_model *bm, const proto_fill_mas
     json_t *a = json_object();
     bool ok = a != NULL && token_str != NULL && sequence != NULL &&
               proto_set(a, "score", score_json(score)) && proto_set(a, "token", json_integer(id)) &&
-              proto_set(a, "token_str", proto_jstr(token_str)) && proto_set(a, "sequence", proto_jstr(sequence));
+              proto_set(a, "token_str", proto_jstr(token_str)) &&
+              proto_set(a, "sequence", proto_jstr(sequence));
     free(token_str);
     free(sequence);
     if (!ok) {
@@ -1051,12 +1082,23 @@ char *proto_format_next_sentence(const char *model, float is_next, proto_error *
     return s;
 }
 
-static json_t *bert_model_json(const proto_model_info *m)
+/* The fields every model has first: name, kind, ready. */
+static json_t *model_head(const proto_model_info *m)
 {
     json_t *o = json_object();
-    if (o == NULL || !proto_set(o, "name", proto_jstr(m->name)) || !proto_set(o, "kind", proto_jstr(m->kind)) ||
-        !proto_set(o, "ready", json_boolean(m->ready)) ||
-        !proto_set(o, "max_tokens", json_integer(m->max_tokens)) ||
+    if (o == NULL || !proto_set(o, "name", proto_jstr(m->name)) ||
+        !proto_set(o, "kind", proto_jstr(m->kind)) ||
+        !proto_set(o, "ready", json_boolean(m->ready))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static json_t *bert_model_json(const proto_model_info *m)
+{
+    json_t *o = model_head(m);
+    if (o == NULL || !proto_set(o, "max_tokens", json_integer(m->max_tokens)) ||
         !proto_set(o, "vocab_size", json_integer(m->vocab_size)) ||
         !proto_set(o, "next_sentence", json_boolean(m->next_sentence)) ||
         !proto_set(o, "max_batch_size", json_integer(m->max_batch_size)) ||
@@ -1067,21 +1109,44 @@ static json_t *bert_model_json(const proto_model_info *m)
     return o;
 }
 
+/* (channels, height, width): a CNN's input, a GAN's output image */
+static json_t *shape_json(const proto_model_info *m)
+{
+    json_t *o = json_object();
+    if (o == NULL || !proto_set(o, "channels", json_integer(m->channels)) ||
+        !proto_set(o, "height", json_integer(m->height)) ||
+        !proto_set(o, "width", json_integer(m->width))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static json_t *gan_model_json(const proto_model_info *m)
+{
+    json_t *o = model_head(m);
+    if (o == NULL || !proto_set(o, "architecture", proto_jstr(m->architecture)) ||
+        !proto_set(o, "latent_dim", json_integer(m->latent_dim)) ||
+        !proto_set(o, "output", shape_json(m)) ||
+        !proto_set(o, "classes", json_integer(m->classes)) ||
+        !proto_set(o, "max_count", json_integer(m->max_count)) ||
+        !proto_set(o, "max_batch_size", json_integer(m->max_batch_size))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 static json_t *model_json(const proto_model_info *m)
 {
     if (m->kind != NULL && strcmp(m->kind, "bert") == 0)
         return bert_model_json(m);
-    json_t *o = json_object(), *in = json_object();
-    if (o == NULL || in == NULL || !proto_set(in, "channels", json_integer(m->channels)) ||
-        !proto_set(in, "height", json_integer(m->height)) || !proto_set(in, "width", json_integer(m->width)) ||
-        !proto_set(o, "name", proto_jstr(m->name)) || !proto_set(o, "kind", proto_jstr(m->kind)) ||
-        !proto_set(o, "ready", json_boolean(m->ready)) ||
-        !proto_set(o, "architecture", proto_jstr(m->architecture))) {
-        json_decref(in);
-        json_decref(o);
-        return NULL;
-    }
-    if (!proto_set(o, "inputs", in) || !proto_set(o, "classes", json_integer(m->classes)) ||
+    if (m->kind != NULL && strcmp(m->kind, "gan") == 0)
+        return gan_model_json(m);
+    json_t *o = model_head(m);
+    if (o == NULL || !proto_set(o, "architecture", proto_jstr(m->architecture)) ||
+        !proto_set(o, "inputs", shape_json(m)) ||
+        !proto_set(o, "classes", json_integer(m->classes)) ||
         !proto_set(o, "max_batch_size", json_integer(m->max_batch_size))) {
         json_decref(o);
         return NULL;
@@ -1106,7 +1171,10 @@ char *proto_format_models(const proto_model_info *models, int n)
     return proto_dump(root);
 }
 
-char *proto_format_model(const proto_model_info *model) { return proto_dump(model_json(model)); }
+char *proto_format_model(const proto_model_info *model)
+{
+    return proto_dump(model_json(model));
+}
 
 char *proto_format_status(const char *status)
 {

@@ -180,7 +180,7 @@ int proto_generate_png(const proto_gan_model *gm, const proto_generate_req *req,
 /* One entry of GET /v1/models. */
 typedef struct proto_model_info {
     const char *name;
-    const char *kind;         /* "cnn" or "bert": decides which fields follow */
+    const char *kind;         /* "cnn", "bert" or "gan": decides which fields follow */
     bool ready;
     /* kind "cnn" */
     const char *architecture; /* "layers", "resnet18", ... */
@@ -192,6 +192,10 @@ typedef struct proto_model_info {
     int vocab_size;
     bool next_sentence;       /* has the next-sentence head (false until loaded) */
     int max_batch_tokens;     /* tokens per forward pass */
+    /* kind "gan": architecture, channels/height/width (the image made) and classes
+     * (0: unconditional) as above, and */
+    int latent_dim;
+    int max_count;            /* images per generate request */
 } proto_model_info;
 
 char *proto_format_models(const proto_model_info *models, int n);

@@ -101,6 +101,7 @@ static void expect_error(const char *config, const char *labels, engine_status w
     /* a failed read leaves nothing to free */
     ck_assert_ptr_null(md.labels);
     ck_assert_ptr_null(md.cnn.layers);
+    ck_assert_ptr_null(md.gan.layers);
     ck_assert_int_eq(md.n_labels, 0);
     model_dir_free(&md);
 }
@@ -501,7 +502,8 @@ START_TEST(top_level_errors)
 #define CFG(...) (snprintf(c, sizeof c, __VA_ARGS__), c)
     EXPECT(CFG("{'kind': 'rnn', 'architecture': 'layers', 'num_classes': 2, "
                      "'input': {'channels': 1, 'height': 8, 'width': 8}, %s", relu), "", F,
-                 "config.json: kind: unknown kind \"rnn\"");
+                 "config.json: kind: unknown kind \"rnn\" (this build serves \"cnn\" and "
+                 "\"gan\")");
     EXPECT(CFG("{'architecture': 'layers', 'num_classes': 2, "
                      "'input': {'channels': 1, 'height': 8, 'width': 8}, %s", relu), "", F,
                  "missing \"kind\"");
@@ -895,6 +897,224 @@ START_TEST(bert_tokenizer_files)
 }
 END_TEST
 
+/* ---- GAN directories ------------------------------------------------------------------- */
+
+/* A conditional layer-list generator's config around its "condition" and "output". */
+#define GAN_LAYERS(cond, out) "{'kind': 'gan', 'architecture': 'layers', 'latent_dim': 8, " \
+    "'num_classes': 3, " cond "'output': " out ", 'layers': [" \
+    "{'type': 'Linear', 'in_features': 12, 'out_features': 64}," \
+    "{'type': 'Unflatten', 'dim': 1, 'unflattened_size': [4, 4, 4]}," \
+    "{'type': 'BatchNorm2d', 'num_features': 4}, {'type': 'ReLU'}," \
+    "{'type': 'ConvTranspose2d', 'in_channels': 4, 'out_channels': 1, 'kernel_size': 4," \
+    " 'stride': 2, 'padding': 1, 'output_padding': 0}, {'type': 'Tanh'}]}"
+#define COND_EMB "'condition': {'type': 'embedding', 'key': 'label_emb.weight', " \
+    "'order': 'label_first'}, "
+#define OUT_1x8 "{'channels': 1, 'height': 8, 'width': 8, 'range': 'tanh'}"
+#define DCGAN(extra) "{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 100, 'ngf': 64, " \
+    "'output': {'channels': 3, 'height': 64, 'width': 64, 'range': 'tanh'}" extra "}"
+
+START_TEST(gan_layers_dir)
+{
+    model_dir md;
+    engine_err err = {{0}};
+    ck_assert_msg(read_dir(GAN_LAYERS(COND_EMB, OUT_1x8), "cat\ndog\nbird\n", &md, &err) ==
+                  ENGINE_OK, "%s", err.msg);
+    ck_assert_int_eq(md.kind, MODEL_KIND_GAN);
+    ck_assert_str_eq(model_kind_name(md.kind), "gan");
+    const gan_spec *g = &md.gan;
+    ck_assert_int_eq(g->arch, GAN_ARCH_LAYERS);
+    ck_assert_int_eq(g->latent_dim, 8);
+    ck_assert_int_eq(g->num_classes, 3);
+    ck_assert_int_eq(g->condition, GAN_COND_EMBEDDING);
+    ck_assert_str_eq(g->cond_key, "label_emb.weight");
+    ck_assert(g->label_first);
+    ck_assert_int_eq(g->out_channels, 1);
+    ck_assert_int_eq(g->out_height, 8);
+    ck_assert_int_eq(g->out_width, 8);
+    ck_assert_int_eq(g->range, IMAGE_RANGE_TANH);
+    ck_assert_int_eq(g->n_layers, 6);
+    ck_assert_int_eq(g->layers[4].type, LAYER_CONV_TRANSPOSE2D);
+    ck_assert_str_eq(g->layers[4].prefix, "4");
+    ck_assert_int_eq(g->layers[4].stride[1], 2);
+    ck_assert_ptr_null(md.cnn.layers);
+    ck_assert_int_eq(md.n_labels, 3);
+    ck_assert_str_eq(md.labels[2], "bird");
+    model_dir_free(&md);
+    ck_assert_ptr_null(md.gan.layers);
+
+    /* one-hot, order defaulting to latent_first; sigmoid range */
+    ck_assert_msg(read_dir(GAN_LAYERS("'condition': {'type': 'one_hot'}, ",
+                                      "{'channels': 3, 'height': 8, 'width': 5, "
+                                      "'range': 'sigmoid'}"), "a\nb\nc", &md, &err) ==
+                  ENGINE_OK, "%s", err.msg);
+    ck_assert_int_eq(md.gan.condition, GAN_COND_ONE_HOT);
+    ck_assert(!md.gan.label_first);
+    ck_assert_int_eq(md.gan.range, IMAGE_RANGE_SIGMOID);
+    ck_assert_int_eq(md.gan.out_channels, 3);
+    ck_assert_int_eq(md.gan.out_width, 5);
+    model_dir_free(&md);
+}
+END_TEST
+
+START_TEST(gan_dcgan_dir)
+{
+    /* unconditional: no labels.txt needed (one there is ignored) */
+    tdir d = dir_new();
+    put_config(&d, DCGAN(""));
+    model_dir md;
+    engine_err err = {{0}};
+    ck_assert_msg(model_dir_read(d.path, &md, &err) == ENGINE_OK, "%s", err.msg);
+    ck_assert_int_eq(md.gan.arch, GAN_ARCH_DCGAN);
+    ck_assert_int_eq(md.gan.latent_dim, 100);
+    ck_assert_int_eq(md.gan.ngf, 64);
+    ck_assert_int_eq(md.gan.num_classes, 0);
+    ck_assert_int_eq(md.gan.condition, GAN_COND_NONE);
+    ck_assert_ptr_null(md.gan.layers);
+    ck_assert_ptr_null(md.labels);
+    ck_assert_int_eq(md.n_labels, 0);
+    model_dir_free(&md);
+    put_labels(&d, "not\nread\n");
+    ck_assert_msg(model_dir_read(d.path, &md, &err) == ENGINE_OK, "%s", err.msg);
+    ck_assert_int_eq(md.n_labels, 0);
+    model_dir_free(&md);
+
+    /* conditional: labels.txt is required and counted as a CNN's */
+    put_config(&d, DCGAN(", 'num_classes': 2, 'condition': {'type': 'one_hot'}"));
+    put_labels(&d, "only\n");
+    ck_assert_int_eq(model_dir_read(d.path, &md, &err), ENGINE_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "labels.txt: 1 label, but config.json num_classes is 2"), "%s",
+                  err.msg);
+    put_labels(&d, "zero\none\n");
+    ck_assert_msg(model_dir_read(d.path, &md, &err) == ENGINE_OK, "%s", err.msg);
+    ck_assert_int_eq(md.n_labels, 2);
+    ck_assert_str_eq(md.labels[1], "one");
+    model_dir_free(&md);
+    char p[512];
+    snprintf(p, sizeof p, "%s/labels.txt", d.path);
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_int_eq(model_dir_read(d.path, &md, &err), ENGINE_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "/labels.txt: "), "%s", err.msg);
+    dir_remove(&d);
+
+    gan_arch a = GAN_ARCH_LAYERS;
+    ck_assert(gan_arch_from_name("dcgan", &a));
+    ck_assert_int_eq(a, GAN_ARCH_DCGAN);
+    ck_assert_str_eq(gan_arch_name(GAN_ARCH_LAYERS), "layers");
+    ck_assert(!gan_arch_from_name("stylegan", &a));
+    ck_assert_int_eq(a, GAN_ARCH_DCGAN);
+    ck_assert_str_eq(gan_arch_name((gan_arch)9), "unknown");
+    gan_spec_free(NULL);
+}
+END_TEST
+
+START_TEST(gan_config_errors)
+{
+    const engine_status F = ENGINE_ERR_FORMAT;
+    const char *L = "a\nb\nc\n";
+    char c[2048];
+#define GCFG(...) (snprintf(c, sizeof c, __VA_ARGS__), c)
+    /* top level */
+    EXPECT(GCFG(DCGAN(", 'version': 1")), "", F, "config.json: unknown key \"version\" for a "
+           "GAN config");
+    EXPECT(GCFG(DCGAN(", 'input': {}")), "", F, "unknown key \"input\"");
+    EXPECT("{'kind': 'gan', 'latent_dim': 8}", "", F, "missing \"architecture\"");
+    EXPECT("{'kind': 'gan', 'architecture': 'stylegan', 'latent_dim': 8}", "", F,
+           "architecture: unknown architecture \"stylegan\" (layers or dcgan)");
+    EXPECT("{'kind': 'gan', 'architecture': 'dcgan', 'ngf': 8, 'output': {'channels': 3,"
+           " 'height': 64, 'width': 64, 'range': 'tanh'}}", "", F, "missing \"latent_dim\"");
+    EXPECT(GCFG("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 0, 'ngf': 8}"), "", F,
+           "latent_dim: 0 is out of range (1 to 65536)");
+    EXPECT(GCFG("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 65537, 'ngf': 8}"), "",
+           F, "latent_dim: 65537 is out of range");
+    EXPECT(GCFG("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': '100', 'ngf': 8}"), "",
+           F, "latent_dim: must be an integer");
+    /* num_classes and condition go together */
+    EXPECT(GCFG(DCGAN(", 'num_classes': 0, 'condition': {'type': 'one_hot'}")), L, F,
+           "num_classes: 0 is out of range");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3")), L, F, "missing \"condition\"");
+    EXPECT(GCFG(DCGAN(", 'condition': {'type': 'one_hot'}")), L, F,
+           "condition: only applies to a conditional generator");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': 'one_hot'")), L, F,
+           "condition: must be an object");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'key': 'e'}")), L, F,
+           "condition: missing \"type\"");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'concat'}")), L, F,
+           "condition.type: unknown value \"concat\" (\"embedding\" or \"one_hot\")");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'one_hot', 'dim': 3}")), L, F,
+           "condition: unknown key \"dim\" for condition");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'one_hot', 'key': 'e'}")), L,
+           F, "condition.key: only applies to type \"embedding\"");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'embedding'}")), L, F,
+           "condition: missing \"key\"");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'embedding', 'key': ''}")), L,
+           F, "condition.key: must be a tensor name of 1 to 127 bytes");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'embedding', 'key': 7}")), L,
+           F, "condition.key: must be a tensor name");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'embedding', "
+                      "'key': 'a\\u0001b'}")), L, F, "condition.key: must be a tensor name");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'embedding', "
+                      "'key': 'a\\u0000b'}")), L, F, "is not allowed");   /* jansson's refusal */
+    EXPECT(GCFG(DCGAN(", 'num_classes': 3, 'condition': {'type': 'one_hot', "
+                      "'order': 'random'}")), L, F,
+           "condition.order: unknown value \"random\" (\"latent_first\" or \"label_first\")");
+    EXPECT(GCFG(DCGAN(", 'num_classes': 4, 'condition': {'type': 'one_hot'}")), L, F,
+           "labels.txt: 3 labels, but config.json num_classes is 4");
+    /* output */
+    EXPECT("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 8, 'ngf': 8}", "", F,
+           "missing \"output\"");
+    EXPECT("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 8, 'ngf': 8, "
+           "'output': [3, 64, 64]}", "", F, "output: must be an object");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 2, 'height': 8, 'width': 8, "
+                           "'range': 'tanh'}")), L, F, "output.channels: must be 1 (gray) or 3");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 4, 'height': 8, 'width': 8, "
+                           "'range': 'tanh'}")), L, F, "output.channels: 4 is out of range");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 1, 'width': 8, 'range': 'tanh'}")), L, F,
+           "output: missing \"height\"");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 1, 'height': 4097, 'width': 8, "
+                           "'range': 'tanh'}")), L, F, "output.height: 4097 is out of range");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 1, 'height': 8, 'width': 0, "
+                           "'range': 'tanh'}")), L, F, "output.width: 0 is out of range");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 1, 'height': 8, 'width': 8}")), L, F,
+           "output: missing \"range\"");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 1, 'height': 8, 'width': 8, "
+                           "'range': 'relu'}")), L, F,
+           "output.range: unknown value \"relu\" (\"tanh\" or \"sigmoid\")");
+    EXPECT(GCFG(GAN_LAYERS(COND_EMB, "{'channels': 1, 'height': 8, 'width': 8, "
+                           "'range': 'tanh', 'mean': [0]}")), L, F,
+           "output: unknown key \"mean\" for output");
+    /* architecture-specific keys */
+    EXPECT(GCFG(DCGAN(", 'layers': [{'type': 'ReLU'}]")), "", F,
+           "layers: only applies to architecture \"layers\"");
+    EXPECT("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 8, 'output': {'channels': 3,"
+           " 'height': 64, 'width': 64, 'range': 'tanh'}}", "", F, "missing \"ngf\"");
+    EXPECT(GCFG("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 8, 'ngf': 0, "
+                "'output': {'channels': 3, 'height': 64, 'width': 64, 'range': 'tanh'}}"), "",
+           F, "ngf: 0 is out of range (1 to 8192)");
+    EXPECT("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 8, 'ngf': 8, 'output': "
+           "{'channels': 3, 'height': 32, 'width': 32, 'range': 'tanh'}}", "", F,
+           "output: architecture \"dcgan\" makes 64x64 images, not 32x32");
+    EXPECT("{'kind': 'gan', 'architecture': 'dcgan', 'latent_dim': 8, 'ngf': 8, 'output': "
+           "{'channels': 3, 'height': 64, 'width': 64, 'range': 'sigmoid'}}", "", F,
+           "output.range: must be \"tanh\"");
+    EXPECT("{'kind': 'gan', 'architecture': 'layers', 'latent_dim': 8, 'ngf': 8, 'output': "
+           "{'channels': 1, 'height': 8, 'width': 8, 'range': 'tanh'}, "
+           "'layers': [{'type': 'ReLU'}]}", "", F, "ngf: only applies to architecture \"dcgan\"");
+    EXPECT("{'kind': 'gan', 'architecture': 'layers', 'latent_dim': 8, 'output': "
+           "{'channels': 1, 'height': 8, 'width': 8, 'range': 'tanh'}}", "", F,
+           "architecture \"layers\" needs a non-empty \"layers\" array");
+    EXPECT("{'kind': 'gan', 'architecture': 'layers', 'latent_dim': 8, 'output': "
+           "{'channels': 1, 'height': 8, 'width': 8, 'range': 'tanh'}, "
+           "'layers': [{'type': 'Conv3d'}]}", "", F,
+           "layers[0]: unknown layer type \"Conv3d\"");
+    EXPECT("{'kind': 'gan', 'architecture': 'layers', 'latent_dim': 8, 'output': "
+           "{'channels': 1, 'height': 8, 'width': 8, 'range': 'tanh'}, "
+           "'layers': [{'type': 'ConvTranspose2d', 'in_channels': 8, 'out_channels': 1, "
+           "'kernel_size': 4, 'stride': 2, 'output_padding': 2}]}", "", F,
+           "layers[0]: output_padding (2) must be smaller than stride (2)");
+#undef GCFG
+}
+END_TEST
+
 static Suite *model_dir_suite(void)
 {
     Suite *s = suite_create("model_dir");
@@ -917,6 +1137,12 @@ static Suite *model_dir_suite(void)
     tcase_add_test(tc, labels);
     tcase_add_test(tc, missing_files);
     tcase_add_test(tc, config_too_large);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("gan");
+    tcase_add_test(tc, gan_layers_dir);
+    tcase_add_test(tc, gan_dcgan_dir);
+    tcase_add_test(tc, gan_config_errors);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("bert");

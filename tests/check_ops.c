@@ -15,6 +15,7 @@
 #include "engine/ops/ops.h"
 
 #include <check.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -483,6 +484,258 @@ START_TEST(test_conv_scratch)
 }
 END_TEST
 
+/* ---- transposed convolution ------------------------------------------------------ */
+
+/* Direct scatter in double, straight from PyTorch's definition: input (ic, iy, ix)
+ * times w[ic][o][ky][kx] lands on output (g*ocg + o, iy*s - p + ky*d, ix*s - p + kx*d)
+ * when that is inside the output (output_padding only makes the output longer). */
+static void ref_deconv(const conv_transpose2d_params *p, int n, const float *x, const float *w,
+                       const float *bias, double *out, double *abssum)
+{
+    const int cg = p->in_c / p->groups, ocg = p->out_c / p->groups;
+    const size_t plane = (size_t)p->out_h * p->out_w;
+    for (int b = 0; b < n; b++)
+        for (int oc = 0; oc < p->out_c; oc++)
+            for (size_t i = 0; i < plane; i++) {
+                size_t o = ((size_t)b * p->out_c + oc) * plane + i;
+                out[o] = bias ? bias[oc] : 0;
+                abssum[o] = bias ? fabs(bias[oc]) : 0;
+            }
+    for (int b = 0; b < n; b++)
+        for (int ic = 0; ic < p->in_c; ic++)
+            for (int iy = 0; iy < p->in_h; iy++)
+                for (int ix = 0; ix < p->in_w; ix++) {
+                    double xv = x[(((size_t)b * p->in_c + ic) * p->in_h + iy) * p->in_w + ix];
+                    for (int o = 0; o < ocg; o++)
+                        for (int ky = 0; ky < p->k_h; ky++)
+                            for (int kx = 0; kx < p->k_w; kx++) {
+                                int oy = iy * p->stride_h - p->pad_h + ky * p->dil_h;
+                                int ox = ix * p->stride_w - p->pad_w + kx * p->dil_w;
+                                if (oy < 0 || oy >= p->out_h || ox < 0 || ox >= p->out_w)
+                                    continue;
+                                double wv = w[(((size_t)ic * ocg + o) * p->k_h + ky) * p->k_w + kx];
+                                int oc = ic / cg * ocg + o;
+                                size_t at = ((size_t)b * p->out_c + oc) * plane +
+                                            (size_t)oy * p->out_w + ox;
+                                out[at] += xv * wv;
+                                abssum[at] += fabs(xv * wv);
+                            }
+                }
+}
+
+typedef struct deconv_case {
+    int n, in_c, in_h, in_w, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+        op_h, op_w, groups;
+} deconv_case;
+
+static conv_transpose2d_params deconv_params(const deconv_case *c)
+{
+    conv_transpose2d_params p = {
+        .in_c = c->in_c, .in_h = c->in_h, .in_w = c->in_w, .out_c = c->out_c,
+        .k_h = c->k_h, .k_w = c->k_w, .stride_h = c->stride_h, .stride_w = c->stride_w,
+        .pad_h = c->pad_h, .pad_w = c->pad_w, .dil_h = c->dil_h, .dil_w = c->dil_w,
+        .out_pad_h = c->op_h, .out_pad_w = c->op_w, .groups = c->groups,
+    };
+    p.out_h = conv_transpose2d_out_size(c->in_h, c->k_h, c->stride_h, c->pad_h, c->dil_h, c->op_h);
+    p.out_w = conv_transpose2d_out_size(c->in_w, c->k_w, c->stride_w, c->pad_w, c->dil_w, c->op_w);
+    return p;
+}
+
+static void run_deconv_case(rng *r, const deconv_case *c, act_kind act, bool with_bias)
+{
+    conv_transpose2d_params p = deconv_params(c);
+    ck_assert_msg(p.out_h > 0 && p.out_w > 0, "bad test case");
+    const size_t nx = (size_t)c->n * p.in_c * p.in_h * p.in_w;
+    const size_t nw = (size_t)p.in_c * (p.out_c / p.groups) * p.k_h * p.k_w;
+    const size_t ny = (size_t)c->n * p.out_c * p.out_h * p.out_w;
+    float *x = rand_buf(r, nx), *w = rand_buf(r, nw);
+    float *bias = with_bias ? rand_buf(r, (size_t)p.out_c) : NULL;
+    float *y = rand_buf(r, ny); /* garbage in y: the kernel must overwrite all of it */
+    /* the bound for exactly this batch, allocated exactly: ASan sees any overrun */
+    size_t ns = conv_transpose2d_scratch_floats(&p, c->n);
+    float *scratch = ns ? rand_buf(r, ns) : NULL;
+    double *want = malloc(sizeof(double) * ny), *scale = malloc(sizeof(double) * ny);
+    ref_deconv(&p, c->n, x, w, bias, want, scale);
+    const float alpha = act_alpha_for(act);
+    for (size_t i = 0; i < ny; i++)
+        want[i] = ref_act(act, alpha, want[i]);
+
+    conv_transpose2d_forward(&p, c->n, x, w, bias, act, alpha, y, scratch);
+    long bad = first_mismatch(y, want, scale, ny);
+    ck_assert_msg(bad < 0,
+                  "deconv n=%d %dx%dx%d -> %dx%dx%d k%dx%d s%d,%d p%d,%d d%d,%d op%d,%d g%d "
+                  "act %d bias %d: y[%ld]=%.8g want %.8g",
+                  c->n, c->in_c, c->in_h, c->in_w, p.out_c, p.out_h, p.out_w, c->k_h, c->k_w,
+                  c->stride_h, c->stride_w, c->pad_h, c->pad_w, c->dil_h, c->dil_w, c->op_h,
+                  c->op_w, c->groups, act, with_bias, bad, bad < 0 ? 0 : y[bad],
+                  bad < 0 ? 0 : want[bad]);
+    free(x), free(w), free(bias), free(y), free(scratch), free(want), free(scale);
+}
+
+START_TEST(test_deconv_out_size)
+{
+    ck_assert_int_eq(conv_transpose2d_out_size(1, 4, 1, 0, 1, 0), 4);     /* DCGAN's first */
+    ck_assert_int_eq(conv_transpose2d_out_size(4, 4, 2, 1, 1, 0), 8);
+    ck_assert_int_eq(conv_transpose2d_out_size(14, 3, 2, 1, 1, 1), 28);   /* output_padding */
+    ck_assert_int_eq(conv_transpose2d_out_size(5, 3, 2, 2, 2, 1), 10);    /* dilation */
+    ck_assert_int_eq(conv_transpose2d_out_size(7, 1, 3, 0, 1, 2), 21);
+    ck_assert_int_le(conv_transpose2d_out_size(1, 3, 1, 2, 1, 0), 0);     /* padding eats it */
+    ck_assert_int_eq(conv_transpose2d_out_size(0, 3, 1, 0, 1, 0), 0);
+    ck_assert_int_eq(conv_transpose2d_out_size(65536, 4096, 65536, 0, 4096, 0), INT_MAX);
+}
+END_TEST
+
+/* Hand-picked shapes: the DCGAN layers, each knob alone, and the two GEMM
+ * orientations (cols^T when out_c/g*kh*kw exceeds the block's pixels, else cols). */
+static const deconv_case deconv_cases[] = {
+    /* n  ic  h   w  oc kh kw sh sw ph pw dh dw oph opw g */
+    {1, 16, 1, 1, 32, 4, 4, 1, 1, 0, 0, 1, 1, 0, 0, 1},    /* DCGAN first: 1x1 -> 4x4 */
+    {3, 16, 1, 1, 32, 4, 4, 1, 1, 0, 0, 1, 1, 0, 0, 1},    /* the same batched: (N, in_c) rows */
+    {1, 32, 4, 4, 16, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1},    /* DCGAN middle: 4x4 -> 8x8 */
+    {2, 8, 16, 16, 3, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1},    /* DCGAN last: cols (R, pixels) */
+    {1, 6, 7, 7, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},      /* output_padding */
+    {2, 6, 5, 6, 4, 3, 3, 2, 2, 2, 2, 2, 2, 1, 1, 2},      /* dilation, groups, output_padding */
+    {1, 6, 5, 4, 6, 3, 5, 1, 2, 1, 0, 1, 1, 0, 1, 3},      /* anisotropic, groups 3 */
+    {1, 4, 3, 5, 4, 3, 3, 3, 3, 0, 1, 1, 1, 2, 0, 4},      /* stride 3, depthwise-like */
+    {1, 3, 6, 9, 2, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1},      /* 1x1 kernel */
+    {1, 3, 6, 9, 2, 2, 2, 2, 2, 0, 0, 1, 1, 0, 0, 1},      /* kernel = stride: no overlap */
+    {1, 2, 8, 8, 3, 5, 5, 1, 1, 4, 4, 1, 1, 0, 0, 1},      /* padding k-1: a plain conv */
+    {1, 5, 9, 3, 2, 7, 3, 1, 1, 5, 1, 1, 1, 0, 0, 1},      /* padding trims most taps */
+    {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1},      /* 1x1x1 */
+    {1, 2, 9, 1, 3, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 1},      /* one-column input */
+};
+
+START_TEST(test_deconv_cases)
+{
+    rng r = {21};
+    const size_t nc = sizeof deconv_cases / sizeof deconv_cases[0];
+    for (size_t i = 0; i < nc; i++)
+        for (size_t k = 0; k < N_ACTS; k++)
+            run_deconv_case(&r, &deconv_cases[i], all_acts[k], (i + k) % 3 != 0);
+}
+END_TEST
+
+START_TEST(test_deconv_random)
+{
+    /* Random shapes over every knob at once; output_padding < stride or dilation, as
+     * PyTorch requires. */
+    rng r = {22};
+    int run = 0;
+    while (run < 300) {
+        deconv_case c = {
+            .n = rng_int(&r, 1, 4), .k_h = rng_int(&r, 1, 5), .k_w = rng_int(&r, 1, 5),
+            .stride_h = rng_int(&r, 1, 3), .stride_w = rng_int(&r, 1, 3),
+            .pad_h = rng_int(&r, 0, 2), .pad_w = rng_int(&r, 0, 2),
+            .dil_h = rng_int(&r, 1, 2), .dil_w = rng_int(&r, 1, 2),
+            .in_h = rng_int(&r, 1, 9), .in_w = rng_int(&r, 1, 12),
+        };
+        int sh = c.stride_h > c.dil_h ? c.stride_h : c.dil_h;
+        int sw = c.stride_w > c.dil_w ? c.stride_w : c.dil_w;
+        c.op_h = rng_int(&r, 0, sh - 1);
+        c.op_w = rng_int(&r, 0, sw - 1);
+        c.groups = rng_int(&r, 1, 3);
+        c.in_c = c.groups * rng_int(&r, 1, 4);
+        c.out_c = c.groups * rng_int(&r, 1, 4);
+        conv_transpose2d_params p = deconv_params(&c);
+        if (p.out_h <= 0 || p.out_w <= 0)
+            continue;
+        run_deconv_case(&r, &c, all_acts[run % N_ACTS], run % 4 != 0);
+        run++;
+    }
+}
+END_TEST
+
+/* Batches that span several GEMM blocks (the last one short), with the input
+ * gathered (planes > 1x1) or read in place (1x1), and a plane too large for one
+ * block, cut into blocks of input rows. */
+START_TEST(test_deconv_batched)
+{
+    static const deconv_case shapes[] = {
+        /* n  ic  h   w  oc kh kw sh sw ph pw dh dw oph opw g */
+        {0, 24, 1, 1, 512, 4, 4, 1, 1, 0, 0, 1, 1, 0, 0, 1},  /* R = 8192: 128 images a block */
+        {0, 16, 4, 4, 256, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1},  /* gathered, 15 images a block */
+        {0, 8, 6, 5, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 2},    /* gathered, groups 2 */
+        {0, 4, 16, 16, 3, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1},   /* cols (R, pixels) */
+    };
+    static const int batches[] = {2, 5, 64, 200};
+    rng r = {23};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            deconv_case c = shapes[s];
+            c.n = batches[b];
+            run_deconv_case(&r, &c, all_acts[(s + b) % N_ACTS], (s + b) % 2 == 0);
+        }
+    /* R * HW = 1024 * 1280 floats > the 4 MiB block: 25 input rows a block, then 7 */
+    deconv_case big = {2, 2, 32, 40, 64, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1};
+    run_deconv_case(&r, &big, ACT_RELU, true);
+    /* and with the GEMM over cols (R, pixels): R = 3*16 */
+    deconv_case wide = {1, 3, 200, 300, 3, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1};
+    run_deconv_case(&r, &wide, ACT_TANH, true);
+}
+END_TEST
+
+START_TEST(test_deconv_scratch)
+{
+    /* a 1x1 plane reads the input in place: scratch is cols alone, images x R */
+    deconv_case one = {1, 8, 1, 1, 16, 4, 4, 1, 1, 0, 0, 1, 1, 0, 0, 1};
+    conv_transpose2d_params p = deconv_params(&one);
+    ck_assert_uint_eq(conv_transpose2d_scratch_floats(&p, 1), 16 * 16);
+    ck_assert_uint_eq(conv_transpose2d_scratch_floats(&p, 5), 5 * 16 * 16);
+    /* larger planes: one image needs cols only; several also the gathered input */
+    deconv_case mid = {1, 6, 4, 3, 8, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 2};
+    p = deconv_params(&mid);
+    ck_assert_uint_eq(conv_transpose2d_scratch_floats(&p, 1), 12 * (4 * 9));
+    ck_assert_uint_eq(conv_transpose2d_scratch_floats(&p, 3), 3 * 12 * (4 * 9 + 3));
+    /* never more than a block of 4 MiB, however large the batch; monotone in it */
+    const size_t cap = (4u << 20) / sizeof(float);
+    size_t prev = 0;
+    for (int n = 1; n <= 1 << 16; n *= 2) {
+        size_t s = conv_transpose2d_scratch_floats(&p, n);
+        ck_assert(s >= prev && s <= cap);
+        prev = s;
+    }
+    /* one image larger than a block: whole input rows, each R * in_w */
+    deconv_case big = {1, 2, 32, 40, 64, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1};
+    p = deconv_params(&big);
+    ck_assert_uint_eq(conv_transpose2d_scratch_floats(&p, 8), (size_t)25 * 40 * 1024);
+}
+END_TEST
+
+START_TEST(test_batchnorm_fold_transposed)
+{
+    /* conv-transpose then BN (reference, unfolded) against the conv-transpose with BN
+     * folded into it: the scale follows the output channel through (in, out/g, kh, kw) */
+    rng r = {24};
+    deconv_case c = {2, 6, 3, 4, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 2};
+    conv_transpose2d_params p = deconv_params(&c);
+    const int oc = p.out_c;
+    const size_t plane = (size_t)p.out_h * p.out_w, ny = 2 * oc * plane;
+    const size_t nw = (size_t)p.in_c * (oc / 2) * 9;
+    float *x = rand_buf(&r, 2 * 6 * 3 * 4), *w = rand_buf(&r, nw), *bias = rand_buf(&r, oc);
+    float gamma[4], beta[4], mean[4], var[4];
+    for (int i = 0; i < oc; i++) {
+        gamma[i] = 0.5f + (float)i * 0.3f;
+        beta[i] = rng_float(&r);
+        mean[i] = rng_float(&r);
+        var[i] = 0.4f + (float)i;
+    }
+    double *want = malloc(sizeof(double) * ny), *scale = malloc(sizeof(double) * ny);
+    ref_deconv(&p, 2, x, w, bias, want, scale);
+    for (size_t i = 0; i < ny; i++) {
+        int ch = (int)(i / plane % (size_t)oc);
+        double s = gamma[ch] / sqrt((double)var[ch] + 1e-5);
+        want[i] = (want[i] - mean[ch]) * s + beta[ch];
+        scale[i] = scale[i] * fabs(s) + fabs(mean[ch] * s) + fabs(beta[ch]);
+    }
+    batchnorm_fold_transposed(p.in_c, oc, p.groups, 9, w, bias, gamma, beta, mean, var, 1e-5f);
+    float *y = malloc(sizeof(float) * ny);
+    float *scratch = malloc(sizeof(float) * conv_transpose2d_scratch_floats(&p, 2));
+    conv_transpose2d_forward(&p, 2, x, w, bias, ACT_NONE, 0.0f, y, scratch);
+    ck_assert_int_lt(first_mismatch(y, want, scale, ny), 0);
+    free(x), free(w), free(bias), free(want), free(scale), free(y), free(scratch);
+}
+END_TEST
+
 /* ---- batch norm ------------------------------------------------------------------ */
 
 START_TEST(test_batchnorm_fold)
@@ -879,6 +1132,16 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_conv_batched);
     tcase_add_test(tc, test_conv_direct);
     tcase_add_test(tc, test_conv_scratch);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("deconv");
+    tcase_set_timeout(tc, 120); /* the random sweep and large batches under ASan */
+    tcase_add_test(tc, test_deconv_out_size);
+    tcase_add_test(tc, test_deconv_cases);
+    tcase_add_test(tc, test_deconv_random);
+    tcase_add_test(tc, test_deconv_batched);
+    tcase_add_test(tc, test_deconv_scratch);
+    tcase_add_test(tc, test_batchnorm_fold_transposed);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("norm");

@@ -3,9 +3,11 @@
 
 A model directory is config.json + model.safetensors + labels.txt.  This
 module is the Python half of that contract: export_sequential() and
-export_torchvision() write directories, load_model_dir() rebuilds the
+export_torchvision() write classifier directories, export_generator() and
+export_dcgan() GAN generator directories, and load_model_dir() rebuilds the
 PyTorch module from one so that tests can compute PyTorch's answer from the
-very files the daemon serves.
+very files the daemon serves (for a generator: a module called as
+module(z, classes)).
 
 Only plain nn.Sequential trees are exported as layer lists: their forward()
 is known to run the children in order, which is what the daemon does.  A
@@ -323,8 +325,16 @@ def _torchvision_model(arch, num_classes):
 
 
 def build_module(config):
-    """An untrained nn.Module with the structure described by config."""
+    """An untrained nn.Module with the structure described by config (for a
+    generator: its network alone, without the condition; build_generator()
+    gives the whole)."""
     arch = config.get("architecture")
+    if config.get("kind") == "gan" and arch == "dcgan":
+        cond = config.get("condition") or {}
+        if cond.get("type") == "embedding":
+            raise ExportError("a DCGAN's input width depends on its embedding's: "
+                              "use load_model_dir()")
+        return _gan_net(config, int(config["num_classes"]) if cond else 0)
     if arch == "layers":
         layers = config.get("layers")
         if not isinstance(layers, list):
@@ -429,8 +439,11 @@ def _write_dir(out_dir, config, weights, labels):
                              metadata={"format": "pt"})
     with open(os.path.join(out_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
         f.write(_config_text(config))
-    with open(os.path.join(out_dir, LABELS_FILE), "w", encoding="utf-8") as f:
-        f.write("".join(s + "\n" for s in labels))
+    if labels is not None:
+        with open(os.path.join(out_dir, LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(s + "\n" for s in labels))
+    elif os.path.exists(os.path.join(out_dir, LABELS_FILE)):
+        os.remove(os.path.join(out_dir, LABELS_FILE))   # a stale one would be misleading
 
 
 def _same_outputs(a, b, x):
@@ -523,6 +536,298 @@ def export_torchvision(name, state_dict_or_model, out_dir, labels, input_shape=(
     return config
 
 
+# ---- generators (kind "gan") ---------------------------------------------------
+#
+# A generator directory holds the network (a layer list, or the DCGAN preset
+# under its own key names) and, for a conditional generator, how a class id
+# joins the latent: an embedding row (a tensor of its own in the checkpoint) or
+# a one-hot vector, before or after z.  The network sees the concatenation as
+# (N, F, 1, 1) when its first layer is a convolution-like one (DCGAN), else
+# (N, F) (a Linear first); modeld treats both as one (F, 1, 1) value.
+
+GAN_RANGES = ("tanh", "sigmoid")
+COND_TYPES = ("embedding", "one_hot")
+COND_ORDERS = ("latent_first", "label_first")
+DEFAULT_COND_KEY = "label_emb.weight"
+DCGAN_SIZE = 64
+
+# first layers that take (N, C, H, W); anything else is given (N, F)
+_SPATIAL_FIRST = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+                  "AdaptiveAvgPool2d")
+# layers that take either rank, so they do not decide it
+_ANY_RANK = ("ReLU", "ReLU6", "Sigmoid", "Tanh", "GELU", "SiLU", "LeakyReLU", "ELU",
+             "Dropout", "Dropout2d", "Identity")
+
+
+class DCGANGenerator(nn.Module):
+    """The Generator of github.com/pytorch/examples dcgan/main.py: children
+    main.0 .. main.13, input (N, nz, 1, 1), output (N, nc, 64, 64) in [-1, 1]."""
+
+    def __init__(self, nz, ngf, nc):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        )
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def dcgan_generator(nz, ngf, nc):
+    """An untrained DCGANGenerator: nz input features (latent plus condition)."""
+    return DCGANGenerator(int(nz), int(ngf), int(nc))
+
+
+class GeneratorModule(nn.Module):
+    """A generator as modeld runs it: module(z, classes) -> (N, C, H, W).
+
+    net: the network (an nn.Sequential or a DCGANGenerator); embedding: the
+    nn.Embedding of an "embedding" condition.  z is (N, latent_dim); classes
+    (N) int64 class ids, or None when num_classes is 0."""
+
+    def __init__(self, net, latent_dim, num_classes=0, cond_type=None, embedding=None,
+                 label_first=False):
+        super().__init__()
+        self.net = net
+        self.embedding = embedding
+        self.latent_dim = int(latent_dim)
+        self.num_classes = int(num_classes)
+        self.cond_type = cond_type
+        self.label_first = bool(label_first)
+        self.spatial_input = _spatial_input(net)
+
+    def forward(self, z, classes=None):
+        x = z
+        if self.num_classes:
+            if classes is None:
+                raise ValueError("a conditional generator needs classes")
+            if self.cond_type == "embedding":
+                c = self.embedding(classes)
+            else:
+                c = nn.functional.one_hot(classes, self.num_classes).to(z.dtype)
+            x = torch.cat([c, z] if self.label_first else [z, c], 1)
+        if self.spatial_input:
+            x = x[:, :, None, None]
+        return self.net(x)
+
+
+def _first_leaf(module):
+    for m in module.modules():
+        if type(m) is nn.Sequential or isinstance(m, DCGANGenerator):
+            continue
+        if type(m).__name__ not in _ANY_RANK:
+            return m
+    return None
+
+
+def _spatial_input(net):
+    first = _first_leaf(net)
+    return first is not None and type(first).__name__ in _SPATIAL_FIRST
+
+
+def _gan_net(config, cond_dim):
+    """The untrained network of a gan config whose condition is cond_dim wide."""
+    if config.get("architecture") == "dcgan":
+        return dcgan_generator(int(config["latent_dim"]) + cond_dim, int(config["ngf"]),
+                               int(config["output"]["channels"]))
+    layers = config.get("layers")
+    if not isinstance(layers, list):
+        raise ExportError("config: architecture 'layers' needs a 'layers' list")
+    return _build_sequential(layers)
+
+
+def _condition(latent_dim, labels, condition, cond_module):
+    """(config entries, cond_dim, embedding weight or None) for the arguments."""
+    if condition is None:
+        if labels is not None or cond_module is not None:
+            raise ExportError("labels and cond_module belong to a conditional generator: "
+                              "give condition too")
+        return {}, 0, None
+    if labels is None:
+        raise ExportError("a conditional generator needs labels (one per class)")
+    if not isinstance(condition, dict) or set(condition) - {"type", "key", "order"}:
+        raise ExportError(f"condition must be a dict of type, key, order; got {condition!r}")
+    num_classes = len(labels)
+    labels = _check_labels(labels, num_classes)
+    ctype = condition.get("type")
+    order = condition.get("order", "latent_first")
+    if ctype not in COND_TYPES:
+        raise ExportError(f"condition type must be one of {COND_TYPES}, got {ctype!r}")
+    if order not in COND_ORDERS:
+        raise ExportError(f"condition order must be one of {COND_ORDERS}, got {order!r}")
+    cond = {"type": ctype}
+    if ctype == "one_hot":
+        if cond_module is not None or "key" in condition:
+            raise ExportError("a one_hot condition takes no cond_module and no key")
+        weight, cond_dim = None, num_classes
+    else:
+        if type(cond_module) is not nn.Embedding or cond_module.num_embeddings != num_classes:
+            raise ExportError(f"an embedding condition needs cond_module, an nn.Embedding of "
+                              f"{num_classes} rows (one per label); got {cond_module!r}")
+        if cond_module.max_norm is not None:
+            raise ExportError("nn.Embedding(max_norm=...) renormalises rows at lookup; "
+                              "modeld reads rows as stored")
+        cond["key"] = str(condition.get("key", DEFAULT_COND_KEY))
+        weight, cond_dim = cond_module.weight.detach(), cond_module.embedding_dim
+    cond["order"] = order
+    return {"num_classes": num_classes, "condition": cond}, cond_dim, weight
+
+
+def _output_config(output, output_range):
+    if len(output) != 3:
+        raise ExportError(f"output must be (C, H, W), got {output}")
+    c, h, w = (int(v) for v in output)
+    if c not in (1, 3) or not (1 <= h <= 4096 and 1 <= w <= 4096):
+        raise ExportError(f"output must have 1 or 3 channels and sides 1..4096, got {output}")
+    if output_range not in GAN_RANGES:
+        raise ExportError(f"output_range must be one of {GAN_RANGES}, got {output_range!r}")
+    return {"channels": c, "height": h, "width": w, "range": output_range}
+
+
+def _export_gan(net, config, cond_weight, labels, out_dir, dtype):
+    """Checks that the module rebuilt from config computes what net (with the
+    condition) does, then writes the directory."""
+    state = dict(net.state_dict())
+    cond = config.get("condition", {})
+    if cond_weight is not None:
+        if cond["key"] in state:
+            raise ExportError(f"condition key {cond['key']!r} is also a network weight")
+        state[cond["key"]] = cond_weight
+    original = _generator_from(config, net, cond_weight)
+    rebuilt = _load_generator(config, {k: v.float() for k, v in state.items()}, "export")
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, config["latent_dim"], generator=gen)
+    classes = (torch.randint(0, config["num_classes"], (3,), generator=gen)
+               if config.get("num_classes") else None)
+    with torch.no_grad():
+        ya, yb = original(z, classes), rebuilt(z, classes)
+    out = config["output"]
+    if tuple(ya.shape[1:]) != (out["channels"], out["height"], out["width"]):
+        raise ExportError(f"the generator makes {tuple(ya.shape[1:])}, output says "
+                          f"{(out['channels'], out['height'], out['width'])}")
+    if ya.shape != yb.shape or not torch.allclose(ya, yb, rtol=1e-5, atol=1e-6):
+        raise ExportError("internal: the generator rebuilt from config.json computes "
+                          "something else than the original")
+    _write_dir(out_dir, config, _weights(state, dtype), labels)
+    return config
+
+
+def _generator_from(config, net, cond_weight):
+    cond = config.get("condition", {})
+    emb = None
+    if cond.get("type") == "embedding":
+        emb = nn.Embedding.from_pretrained(cond_weight.float(), freeze=True)
+    return GeneratorModule(net, config["latent_dim"], config.get("num_classes", 0),
+                           cond.get("type"), emb, cond.get("order") == "label_first").eval()
+
+
+def _load_generator(config, tensors, where):
+    """A GeneratorModule from a gan config and its checkpoint's tensors."""
+    tensors = dict(tensors)
+    cond = config.get("condition") or {}
+    weight = None
+    if cond.get("type") == "embedding":
+        weight = tensors.pop(cond["key"], None)
+        if weight is None or weight.dim() != 2 or weight.shape[0] != config["num_classes"]:
+            raise ExportError(f"{where}: no ({config['num_classes']}, E) embedding "
+                              f"{cond['key']!r}")
+    cond_dim = (weight.shape[1] if weight is not None
+                else int(config["num_classes"]) if cond.get("type") == "one_hot" else 0)
+    net = _gan_net(config, cond_dim)
+    _load_strict(net, tensors, where)
+    return _generator_from(config, net.eval(), weight)
+
+
+def export_generator(model_sequential, out_dir, latent_dim, output, output_range="tanh",
+                     labels=None, condition=None, cond_module=None, dtype="F32"):
+    """Write a generator whose network is an nn.Sequential of standard layers
+    (architecture "layers") as a model directory; returns the config written.
+
+    latent_dim: z's width; output: (C, H, W) the network must produce;
+    output_range: "tanh" (values in [-1, 1]) or "sigmoid" ([0, 1]).
+    Conditional generators give labels (one per class), condition (a dict as
+    in config.json: {"type": "embedding" | "one_hot", "key": tensor name
+    (embedding only, default "label_emb.weight"), "order": "latent_first"
+    (default) | "label_first"}) and, for an embedding, cond_module (the
+    nn.Embedding).  The network's input is then [z, cond] (or [cond, z]).
+    """
+    if type(model_sequential) is not nn.Sequential:
+        raise ExportError("export_generator needs an nn.Sequential network, got "
+                          f"{type(model_sequential).__qualname__}; for the DCGAN preset use "
+                          "export_dcgan()")
+    latent_dim = int(latent_dim)
+    entries, cond_dim, cond_weight = _condition(latent_dim, labels, condition, cond_module)
+    out = _output_config(output, output_range)
+    was_training = model_sequential.training
+    model_sequential.eval()
+    try:
+        f = latent_dim + cond_dim
+        x = (torch.zeros(1, f, 1, 1) if _spatial_input(model_sequential)
+             else torch.zeros(1, f))
+        with torch.no_grad():
+            layers, _ = _describe(model_sequential, x, ())
+        config = {"kind": "gan", "architecture": "layers", "latent_dim": latent_dim,
+                  **entries, "output": out, "layers": layers}
+        return _export_gan(model_sequential, config, cond_weight,
+                           None if labels is None else list(labels), out_dir, dtype)
+    finally:
+        model_sequential.train(was_training)
+
+
+def export_dcgan(generator, out_dir, latent_dim, ngf, output_channels=3, labels=None,
+                 condition=None, cond_module=None, dtype="F32"):
+    """Write a PyTorch-examples DCGAN Generator (a module whose `main` holds the
+    14 layers, keys main.0.weight ...) as architecture "dcgan": 64x64 images,
+    output range tanh.  The condition arguments are export_generator's; the
+    first ConvTranspose2d then takes latent_dim + the condition's width."""
+    latent_dim = int(latent_dim)
+    entries, cond_dim, cond_weight = _condition(latent_dim, labels, condition, cond_module)
+    out = _output_config((output_channels, DCGAN_SIZE, DCGAN_SIZE), "tanh")
+    want = dcgan_generator(latent_dim + cond_dim, ngf, output_channels)
+    got = getattr(generator, "main", None)
+    if (type(got) is not nn.Sequential or len(got) != len(want.main) or
+            any(type(a) is not type(b) for a, b in zip(got, want.main))):
+        raise ExportError("export_dcgan needs a module whose `main` is the DCGAN "
+                          "Generator's nn.Sequential (ConvTranspose2d, BatchNorm2d, ReLU x 4, "
+                          "then ConvTranspose2d, Tanh)")
+    have = {k: tuple(v.shape) for k, v in generator.state_dict().items()}
+    need = {k: tuple(v.shape) for k, v in want.state_dict().items()}
+    if have != need:
+        diff = sorted(set(have.items()) ^ set(need.items()))[:4]
+        raise ExportError(f"the generator's weights are not those of DCGAN(nz={latent_dim} + "
+                          f"{cond_dim}, ngf={ngf}, nc={output_channels}): {diff}")
+    for a, b in zip(got, want.main):
+        if isinstance(a, nn.ConvTranspose2d) and (a.stride, a.padding, a.output_padding,
+                                                   a.dilation, a.groups) != (
+                b.stride, b.padding, b.output_padding, b.dilation, b.groups):
+            raise ExportError(f"{a}: not the DCGAN's ConvTranspose2d ({b})")
+    for m in got:
+        if isinstance(m, nn.BatchNorm2d):
+            _check_bn(m, "main", torch.zeros(1, 1, 1, 1))
+    config = {"kind": "gan", "architecture": "dcgan", "latent_dim": latent_dim, **entries,
+              "output": out, "ngf": int(ngf)}
+    was_training = generator.training
+    generator.eval()
+    try:
+        return _export_gan(generator, config, cond_weight,
+                           None if labels is None else list(labels), out_dir, dtype)
+    finally:
+        generator.train(was_training)
+
+
 # ---- reading -----------------------------------------------------------------
 
 def _load_strict(model, state, what):
@@ -546,19 +851,27 @@ def read_labels(path):
 
 
 def load_model_dir(path):
-    """(module in eval mode with float32 weights, config dict, labels list)."""
+    """(module in eval mode with float32 weights, config dict, labels list).
+
+    A classifier's module maps (N, C, H, W) inputs to logits; a generator's
+    (kind "gan") is a GeneratorModule called as module(z, classes), classes
+    None for an unconditional one, and its labels list is empty then."""
     with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
         config = json.load(f)
-    if config.get("kind") != "cnn":
-        raise ExportError(f"{path}: kind {config.get('kind')!r} is not 'cnn'")
-    labels = read_labels(os.path.join(path, LABELS_FILE))
-    if len(labels) != config.get("num_classes"):
-        raise ExportError(f"{path}: {len(labels)} labels, num_classes is "
-                          f"{config.get('num_classes')}")
+    kind = config.get("kind")
+    if kind not in ("cnn", "gan"):
+        raise ExportError(f"{path}: kind {kind!r} is neither 'cnn' nor 'gan'")
+    num_classes = config.get("num_classes", 0 if kind == "gan" else None)
+    labels = read_labels(os.path.join(path, LABELS_FILE)) if num_classes else []
+    if len(labels) != num_classes:
+        raise ExportError(f"{path}: {len(labels)} labels, num_classes is {num_classes}")
     tensors, _ = safetensors_io.load_file(os.path.join(path, WEIGHTS_FILE))
     tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    where = os.path.join(path, WEIGHTS_FILE)
+    if kind == "gan":
+        return _load_generator(config, tensors, where), config, labels
     model = build_module(config)
-    _load_strict(model, tensors, os.path.join(path, WEIGHTS_FILE))
+    _load_strict(model, tensors, where)
     return model.eval(), config, labels
 
 

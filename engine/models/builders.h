@@ -1,8 +1,8 @@
 /* builders.h — one function per architecture that describes a network to a graph
- * builder.  Each reads the weights it needs by their PyTorch key names, returns the
- * output value id, or -1 with the builder's status and message set.  BERT, which
- * needs no graph (its layers repeat; forward is a loop over them), has a loader and
- * a forward of its own at the end.  Engine-internal. */
+ * builder (CNNs, GAN generators).  Each reads the weights it needs by their PyTorch
+ * key names, returns the output value id, or -1 with the builder's status and message
+ * set.  BERT, which needs no graph (its layers repeat; forward is a loop over them),
+ * has a loader and a forward of its own at the end.  Engine-internal. */
 #ifndef MODELD_ENGINE_BUILDERS_H
 #define MODELD_ENGINE_BUILDERS_H
 
@@ -11,9 +11,12 @@
 #include "engine/graph.h"
 #include "engine/models/bert.h"
 #include "engine/models/cnn.h"
+#include "engine/models/gan.h"
 #include "engine/safetensors.h"
 
 int layers_build(graph_builder *b, const cnn_spec *spec);      /* models/layers.c */
+/* The layers applied in order from value v; the last one's value or -1. */
+int layers_apply(graph_builder *b, int v, const layer_spec *layers, int n_layers);
 int resnet_build(graph_builder *b, const cnn_spec *spec);      /* models/resnet.c */
 int mobilenet_v2_build(graph_builder *b, const cnn_spec *spec); /* models/mobilenet.c */
 
@@ -22,6 +25,31 @@ int mobilenet_v2_build(graph_builder *b, const cnn_spec *spec); /* models/mobile
 layer_spec layer_conv(const char *prefix, int in, int out, int k, int stride, int pad,
                       int groups, bool bias);
 layer_spec layer_bn(const char *prefix, int features);
+/* A ConvTranspose2d likewise: square kernel, dilation 1, groups 1, output_padding 0. */
+layer_spec layer_conv_transpose(const char *prefix, int in, int out, int k, int stride, int pad,
+                                bool bias);
+
+/* ---- GAN generators (models/gan.c) ----------------------------------------------
+ * What engine_gan_forward needs beyond the graph: how each sample's input row
+ * (F = latent_dim + cond_dim floats, the graph's (F, 1, 1) input) is made. */
+typedef struct gan_input {
+    int latent_dim, num_classes;   /* num_classes 0: unconditional */
+    gan_condition condition;
+    int cond_dim;                  /* E (embedding), num_classes (one-hot) or 0 */
+    bool label_first;
+    const float *embedding;        /* (num_classes, E): in the mapping or owned by the graph */
+} gan_input;
+
+/* Fills in from the spec, reading the embedding's width from st; no allocation. */
+engine_status gan_input_init(const gan_spec *spec, const safetensors *st, gan_input *in,
+                             engine_err *err);
+int gan_input_features(const gan_input *in);
+/* Loads the embedding (into in) and describes the generator from the graph's input
+ * value 0; returns its output value, or -1 with the builder's status set. */
+int gan_build(graph_builder *b, const gan_spec *spec, gan_input *in);
+/* x (N, F): each sample's [z, cond] or [cond, z]; classes already checked. */
+void gan_input_rows(const gan_input *in, int n, const float *z, const int32_t *classes,
+                    float *x);
 
 /* ---- BERT (models/bert.c) ------------------------------------------------------
  * bert_load points into st (kept open by the caller for the model's lifetime) and

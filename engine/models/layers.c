@@ -1,6 +1,6 @@
 /* layers.c — the declarative layer-list architecture: a flattened nn.Sequential
- * (docs/MODELS.md), applied layer after layer, plus the layer_spec constructors the
- * fixed architectures share. */
+ * (docs/MODELS.md), applied layer after layer (a CNN's whole network, a GAN
+ * generator's too), plus the layer_spec constructors the fixed architectures share. */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +18,14 @@ layer_spec layer_conv(const char *prefix, int in, int out, int k, int stride, in
     return l;
 }
 
+layer_spec layer_conv_transpose(const char *prefix, int in, int out, int k, int stride, int pad,
+                                bool bias)
+{
+    layer_spec l = layer_conv(prefix, in, out, k, stride, pad, 1, bias);
+    l.type = LAYER_CONV_TRANSPOSE2D;
+    return l;
+}
+
 layer_spec layer_bn(const char *prefix, int features)
 {
     layer_spec l = { .type = LAYER_BATCHNORM2D, .num_features = features, .eps = 1e-5f };
@@ -25,10 +33,14 @@ layer_spec layer_bn(const char *prefix, int features)
     return l;
 }
 
+int layers_apply(graph_builder *b, int v, const layer_spec *layers, int n_layers)
+{
+    for (int i = 0; i < n_layers && v >= 0; i++)
+        v = graph_add_layer(b, v, &layers[i]);
+    return v;
+}
+
 int layers_build(graph_builder *b, const cnn_spec *spec)
 {
-    int v = 0;
-    for (int i = 0; i < spec->n_layers && v >= 0; i++)
-        v = graph_add_layer(b, v, &spec->layers[i]);
-    return v;
+    return layers_apply(b, 0, spec->layers, spec->n_layers);
 }

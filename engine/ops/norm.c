@@ -2,10 +2,10 @@
  * linear at load time, or, where nothing precedes it, a per-channel affine map; and
  * layer normalisation over rows, BERT's normaliser.
  *
- * batchnorm_fold runs once per layer at model load and never in forward; it computes
- * each channel's scale in double so the folded weights differ from PyTorch's
- * unfolded conv+BN by float rounding only.  channel_affine is the forward-time
- * remainder.
+ * batchnorm_fold (and its ConvTranspose2d form) runs once per layer at model load and
+ * never in forward; it computes each channel's scale in double so the folded weights
+ * differ from PyTorch's unfolded conv+BN by float rounding only.  channel_affine is the
+ * forward-time remainder.
  *
  * layernorm_rows runs twice per transformer layer over the whole packed batch, so it
  * is a memory-bound pass: three sweeps over a row that stays in L1 (sum, squared
@@ -22,16 +22,40 @@
 
 #include "engine/ops/simd.h"
 
+static double bn_scale(const float *gamma, const float *var, float eps, int o)
+{
+    return (double)gamma[o] / sqrt((double)var[o] + (double)eps);
+}
+
+static void scale_floats(float *w, size_t n, double scale)
+{
+    for (size_t i = 0; i < n; i++)
+        w[i] = (float)(w[i] * scale);
+}
+
 void batchnorm_fold(int out_c, int per_out, float *w, float *bias, const float *gamma,
                     const float *beta, const float *mean, const float *var, float eps)
 {
     for (int o = 0; o < out_c; o++) {
-        double scale = (double)gamma[o] / sqrt((double)var[o] + (double)eps);
-        float *wo = w + (size_t)o * per_out;
-        for (int i = 0; i < per_out; i++)
-            wo[i] = (float)(wo[i] * scale);
+        const double scale = bn_scale(gamma, var, eps, o);
+        scale_floats(w + (size_t)o * per_out, (size_t)per_out, scale);
         bias[o] = (float)(((double)bias[o] - mean[o]) * scale + beta[o]);
     }
+}
+
+void batchnorm_fold_transposed(int in_c, int out_c, int groups, int taps, float *w,
+                               float *bias, const float *gamma, const float *beta,
+                               const float *mean, const float *var, float eps)
+{
+    const int cg = in_c / groups, ocg = out_c / groups;
+    for (int c = 0; c < in_c; c++) {
+        const int first = c / cg * ocg;   /* the output channels of c's group */
+        for (int o = 0; o < ocg; o++)
+            scale_floats(w + ((size_t)c * ocg + o) * taps, (size_t)taps,
+                         bn_scale(gamma, var, eps, first + o));
+    }
+    for (int o = 0; o < out_c; o++)
+        bias[o] = (float)(((double)bias[o] - mean[o]) * bn_scale(gamma, var, eps, o) + beta[o]);
 }
 
 void channel_affine(int n, int c, int spatial, const float *scale, const float *shift,

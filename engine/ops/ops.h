@@ -60,6 +60,33 @@ void conv2d_forward(const conv2d_params *p, int n, const float *x, const float *
                     const float *bias, act_kind act, float act_alpha, float *y,
                     float *scratch);
 
+/* ---- transposed convolution (deconv.c) ------------------------------------------ */
+
+typedef struct conv_transpose2d_params {
+    int in_c, in_h, in_w;     /* per-sample input  (C,H,W) */
+    int out_c, out_h, out_w;  /* per-sample output (C,H,W); see conv_transpose2d_out_size */
+    int k_h, k_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;         /* taken off both sides of the full output */
+    int dil_h, dil_w;
+    int out_pad_h, out_pad_w; /* only lengthens the output; in out_h/out_w already */
+    int groups;               /* in_c % groups == 0 and out_c % groups == 0 */
+} conv_transpose2d_params;
+
+/* PyTorch's (in-1)*stride - 2*pad + dil*(k-1) + out_pad + 1; <= 0 means the padding
+ * takes the whole output (or an argument is out of range); clamped to INT_MAX. */
+int conv_transpose2d_out_size(int in, int k, int stride, int pad, int dil, int out_pad);
+
+/* Scratch for conv_transpose2d_forward on batches of at most max_batch images
+ * (>= 1): one GEMM block, at most a few MiB unless a single input row is larger. */
+size_t conv_transpose2d_scratch_floats(const conv_transpose2d_params *p, int max_batch);
+/* x (N,in_c,in_h,in_w), w (in_c, out_c/groups, k_h, k_w) as PyTorch stores it, bias
+ * (out_c) or NULL, y (N,out_c,out_h,out_w), the activation applied before returning.
+ * scratch: conv_transpose2d_scratch_floats(p, M) floats for any N <= M. */
+void conv_transpose2d_forward(const conv_transpose2d_params *p, int n, const float *x,
+                              const float *w, const float *bias, act_kind act, float act_alpha,
+                              float *y, float *scratch);
+
 /* ---- linear ------------------------------------------------------------------ */
 
 /* x (N,in), w (out,in) as PyTorch stores it, bias (out) or NULL, y (N,out).  pool
@@ -93,6 +120,11 @@ void adaptive_avgpool2d_forward(int n, int c, int in_h, int in_w, int out_h, int
  * (it may start as zeros when the layer had none). */
 void batchnorm_fold(int out_c, int per_out, float *w, float *bias, const float *gamma,
                     const float *beta, const float *mean, const float *var, float eps);
+/* The same for a ConvTranspose2d, whose weight is (in_c, out_c/groups, taps): output
+ * channel g*out_c/groups + o is scaled wherever it appears, in every input row. */
+void batchnorm_fold_transposed(int in_c, int out_c, int groups, int taps, float *w,
+                               float *bias, const float *gamma, const float *beta,
+                               const float *mean, const float *var, float eps);
 /* Per-channel y = x * scale[c] + shift[c] over (N,C,spatial), in place; BN that
  * follows no conv (scale/shift precomputed at load). */
 void channel_affine(int n, int c, int spatial, const float *scale, const float *shift,

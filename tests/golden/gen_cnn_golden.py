@@ -3,7 +3,7 @@
 
 usage: gen_cnn_golden.py OUT_DIR [CASE ...]
 
-Without CASE names, every case except those in OPT_IN is generated.
+Without CASE names, every case is generated.
 
 Each OUT_DIR/<case>/ is a complete model directory (config.json,
 model.safetensors, labels.txt) plus
@@ -151,7 +151,8 @@ def layers_case(dtype):
 
 
 def deconv_model():
-    """The generator-style ops: ConvTranspose2d, Unflatten, Dropout2d, Softmax."""
+    """A classifier with generator-style ops: ConvTranspose2d (BatchNorm folded into
+    one), Unflatten, Dropout2d, Softmax."""
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, stride=2, padding=1),                          # (8, 12, 12)
         nn.ReLU(),
@@ -212,10 +213,6 @@ CASES = collections.OrderedDict([
     ("fashion", fashion_case),
 ])
 
-# Generated only when named: ConvTranspose2d is in docs/MODELS.md's layer
-# table, but the engine refuses it in classifiers for now.
-OPT_IN = {"layers_deconv"}
-
 
 def write_f32(path, t):
     t.detach().numpy().astype("<f4").tofile(path)
@@ -234,31 +231,39 @@ def generate(name, out_dir):
         # leaves room for an engine that rounds differently
         reference = model.double()(x.double())
     assert expected.shape == (x.shape[0], config["num_classes"])
+    write_f32(os.path.join(case_dir, "input.f32"), x)
+    write_expected(case_dir, name, "input " + "x".join(str(d) for d in x.shape), expected,
+                   reference, t0)
+
+
+def write_expected(case_dir, name, what, expected, reference, t0):
+    """expected.f32 and tolerance.txt (rtol RTOL, atol ATOL_FRACTION * max|expected|)
+    for PyTorch's float32 answer, and a line on how far float32 strays from the
+    float64 reference, as a share of that tolerance."""
     atol = ATOL_FRACTION * expected.abs().max().item()
     f32_err = ((expected.double() - reference).abs()
                / (atol + RTOL * reference.abs())).max().item()
-    write_f32(os.path.join(case_dir, "input.f32"), x)
     write_f32(os.path.join(case_dir, "expected.f32"), expected)
     with open(os.path.join(case_dir, "tolerance.txt"), "w") as f:
         f.write(f"{RTOL:g} {atol:.6g}\n")
-    shape = "x".join(str(d) for d in x.shape)
-    print(f"{name}: input {shape} -> {tuple(expected.shape)}, max|exp| "
+    print(f"{name}: {what} -> {tuple(expected.shape)}, max|exp| "
           f"{expected.abs().max().item():.4g}, rtol {RTOL:g} atol {atol:.3g}, "
           f"float32 error {f32_err:.3f} of tolerance, {time.time() - t0:.1f} s", flush=True)
 
 
-def main(argv):
+def cli(argv, doc, cases, generate):
+    """A generator script's command line: OUT_DIR [CASE ...], every case by default;
+    a case may raise Skip."""
+    prog = os.path.basename(argv[0])
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
-        print("\n\n".join(__doc__.split("\n\n")[1:3]).strip())
-        print("cases: " + " ".join(n + (" (only when named)" if n in OPT_IN else "")
-                                   for n in CASES))
+        print("\n\n".join(doc.split("\n\n")[1:3]).strip())
+        print("cases: " + " ".join(cases))
         return 0 if len(argv) >= 2 else 2
     out_dir = argv[1]
-    names = argv[2:] or [n for n in CASES if n not in OPT_IN]
-    unknown = [n for n in names if n not in CASES]
+    names = argv[2:] or list(cases)
+    unknown = [n for n in names if n not in cases]
     if unknown:
-        print(f"gen_cnn_golden.py: unknown case(s) {unknown}; cases: {' '.join(CASES)}",
-              file=sys.stderr)
+        print(f"{prog}: unknown case(s) {unknown}; cases: {' '.join(cases)}", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
     os.makedirs(out_dir, exist_ok=True)
@@ -270,6 +275,10 @@ def main(argv):
             print(f"{name}: skipped: {e}", flush=True)
     print(f"generated in {time.time() - t0:.1f} s")
     return 0
+
+
+def main(argv):
+    return cli(argv, __doc__, CASES, generate)
 
 
 if __name__ == "__main__":
