@@ -4,10 +4,10 @@
  * Every conv and linear ends with a pass over its output through here, so the cheap
  * kinds (ReLU family) are written with 8-wide GNU vector types: the build targets
  * baseline x86-64 at -O2, where GCC vectorises no plain loop, and on x86-64 an
- * AVX2 clone of the function is chosen at load time.  GELU, the one transcendental
- * kind on a hot path (BERT's FFN), is vectorised too, with the erf formula PyTorch's
- * CPU kernel uses (simd.h); the others call libm per element (expf, tanhf: within
- * an ulp or two of PyTorch's own), their cost being the libm call, not the loop.  Pure functions, no state, any thread.
+ * AVX2 clone of the function is chosen at load time.  The transcendental kinds on hot
+ * paths are vectorised too (simd.h): GELU (BERT's FFN) with the erf formula PyTorch's
+ * CPU kernel uses, tanh and sigmoid (a generator's output layer) from the vector exp;
+ * ELU and SiLU call libm per element (within an ulp or two of PyTorch's own).  Pure functions, no state, any thread.
  */
 #include "engine/engine.h"
 #include "engine/ops/ops.h"
@@ -100,12 +100,22 @@ void act_apply_bias(act_kind kind, float alpha, float bias, float *x, size_t n)
         }
         return;
     case ACT_SIGMOID:
-        for (; i < n; i++)
-            x[i] = sigmoid1(x[i] + bias);
-        return;
     case ACT_TANH:
-        for (; i < n; i++)
-            x[i] = tanhf(x[i] + bias);
+        /* a generator's last layer: one per output pixel and channel */
+        for (; i + 8 <= n; i += 8) {
+            v8f v;
+            memcpy(&v, x + i, sizeof v);
+            v = kind == ACT_TANH ? v8f_tanh(v + vb) : v8f_sigmoid(v + vb);
+            memcpy(x + i, &v, sizeof v);
+        }
+        if (i < n) { /* the tail through the same formula, as GELU's */
+            v8f v;
+            memcpy(&v, x + i, (n - i) * sizeof(float));
+            for (size_t j = n - i; j < 8; j++)
+                v[j] = 0.0f;
+            v = kind == ACT_TANH ? v8f_tanh(v + vb) : v8f_sigmoid(v + vb);
+            memcpy(x + i, &v, (n - i) * sizeof(float));
+        }
         return;
     case ACT_GELU:
         /* BERT's FFN: one GELU per hidden unit and token, ~5M a forward at seq 128,

@@ -58,6 +58,23 @@ OPS_VINLINE v8f v8f_exp(v8f x)
     return (v8f)((v8i)p + (n << 23));
 }
 
+/* 1 / (1 + e^-x) per lane: the clamp inside v8f_exp keeps the denominator finite,
+ * so large |x| give 0 and 1 (to float precision), never NaN. */
+OPS_VINLINE v8f v8f_sigmoid(v8f x)
+{
+    return V8F(1.0f) / (V8F(1.0f) + v8f_exp(-x));
+}
+
+/* tanh per lane as 2 sigmoid(2x) - 1, rewritten 1 - 2 / (e^2x + 1): absolute error
+ * ~1e-7 everywhere (relative error grows as |x| -> 0, where tanh x ~ x; under
+ * |x| < 2^-12 x itself is returned, which is tanh x to float precision there). */
+OPS_VINLINE v8f v8f_tanh(v8f x)
+{
+    const v8f t = V8F(1.0f) - V8F(2.0f) / (v8f_exp(x + x) + V8F(1.0f));
+    const v8f ax = v8f_select(x < V8F(0.0f), -x, x);
+    return v8f_select(ax < V8F(2.44140625e-4f), x, t);
+}
+
 /* erf per lane by Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7: the formula
  * PyTorch's own vectorised CPU erf uses, so GELU here rounds as it does there. */
 OPS_VINLINE v8f v8f_erf(v8f x)
