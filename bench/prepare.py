@@ -208,11 +208,35 @@ class _GeneratorZ(nn.Module):
         return self.model(z, None)
 
 
+class _Unflatten(nn.Module):
+    """nn.Unflatten as a reshape: torch 1.13 has no ONNX export of
+    aten::unflatten (a generator's Linear -> (C, H, W) step uses it)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.dim, self.sizes = m.dim, tuple(m.unflattened_size)
+
+    def forward(self, x):
+        d = self.dim % x.dim()
+        return x.reshape(x.shape[:d] + self.sizes + x.shape[d + 1:])
+
+
+def _onnx_exportable(module):
+    """module, with every nn.Unflatten replaced by _Unflatten (in place)."""
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Unflatten:
+                setattr(parent, name, _Unflatten(child))
+    return module
+
+
 def make_onnx_gan(model, config, model_dir, batch, out_path):
     """Inputs z (B, latent_dim) float32 and, for a conditional generator,
     classes (B,) int64; output images (B, C, H, W)."""
     inputs = gan_workload(config, batch)
     names = ["z", "classes"][:len(inputs)]
+    flops = gan_flops(model, config)
+    model = _onnx_exportable(model)
     module = model if len(inputs) == 2 else _GeneratorZ(model)
     with torch.no_grad():
         torch.onnx.export(module, inputs, out_path, opset_version=14,
@@ -222,7 +246,7 @@ def make_onnx_gan(model, config, model_dir, batch, out_path):
             "batch": batch, "num_classes": int(config.get("num_classes", 0)),
             "inputs": [{"name": n, "dtype": dtypes[t.dtype], "shape": list(t.shape)}
                        for n, t in zip(names, inputs)],
-            "flops_per_sample": gan_flops(model, config)}
+            "flops_per_sample": flops}
     with open(os.path.splitext(out_path)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(meta, f)
 

@@ -9,11 +9,15 @@
 #   1. Makes the inputs in a scratch directory (BENCH_DIR, default
 #      $TMPDIR/modeld-bench, reused between runs): ResNet-50 and ResNet-18 with
 #      random weights through tools/export_model.py, BERT-base with random
-#      weights as a Hugging Face directory (prepare.py bert), and one ONNX file
-#      per row for ONNX Runtime, exported from the same weights.  The default
-#      model is read from models/fashion in the source tree.  A BERT row times
-#      BATCH sequences of SEQ tokens, no padding, MLM logits at one [MASK] per
-#      sequence (prepare.py's docstring has the workload and its FLOP count).
+#      weights as a Hugging Face directory (prepare.py bert), the PyTorch
+#      examples DCGAN generator (nz 100, ngf 64, 3x64x64) with random weights
+#      (prepare.py dcgan), and one ONNX file per row for ONNX Runtime, exported
+#      from the same weights.  The default models are read from models/fashion
+#      and models/fashion-gan in the source tree.  A BERT row times BATCH
+#      sequences of SEQ tokens, no padding, MLM logits at one [MASK] per
+#      sequence; a GAN row BATCH images generated from N(0,1) latents (classes
+#      i % num_classes for a conditional generator) (prepare.py's docstring has
+#      the workloads and their FLOP counts).
 #   2. For every row, runs the three peers one after another, BENCH_ROUNDS times
 #      (default 3), rotating which goes first: the machines are shared and noisy,
 #      so a ratio only means something when both sides saw the same minute
@@ -29,8 +33,8 @@
 #   ort     npm onnxruntime-node 1.30.0 in MODELD_ORT_DIR (default /tmp/modeld-ort,
 #           outside the repository; installed there if missing), intra-op N, inter-op 1
 # A peer that cannot run is left out with a message; its columns read "—".
-# About 10 minutes on 2 quiet cores with the default rows (half of it the BERT rows),
-# up to 20 on a busy machine; the first run spends about 2 more making the BERT inputs.
+# About 12 minutes on 2 quiet cores with the default rows (half of it the BERT rows),
+# up to 25 on a busy machine; the first run spends about 2 more making the BERT inputs.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,14 +45,18 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_THREADS=${BENCH_THREADS:-2}
 BENCH_AGG=${BENCH_AGG:-best}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
-# model:batch pairs; the model is resnet50, resnet18, fashion or bert-base@SEQ
+# model:batch pairs; the model is resnet50, resnet18, fashion, bert-base@SEQ, dcgan
+# or fashion-gan
 BENCH_ROWS=${BENCH_ROWS:-"resnet50:1 resnet50:16 resnet18:1 fashion:1 fashion:64
-    bert-base@128:1 bert-base@128:8 bert-base@16:1 bert-base@16:8"}
+    bert-base@128:1 bert-base@128:8 bert-base@16:1 bert-base@16:8
+    dcgan:1 dcgan:64 fashion-gan:64"}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
 MODELD_ORT_DIR=${MODELD_ORT_DIR:-/tmp/modeld-ort}
 OPENBLAS_OPENMP=${OPENBLAS_OPENMP:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
 # the default model's directory (the "fashion" rows); its name in the table stays "fashion"
 BENCH_FASHION_DIR=${BENCH_FASHION_DIR:-$top/models/fashion}
+# the default generator's directory (the "fashion-gan" rows)
+BENCH_FASHION_GAN_DIR=${BENCH_FASHION_GAN_DIR:-$top/models/fashion-gan}
 export MODELD_ORT_DIR
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -61,7 +69,8 @@ fi
 have_torch=yes
 if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
     say "PyTorch not found for $PY: apt-get install python3-torch python3-torchvision"
-    say "(the ResNet rows need it to make their weights: only the fashion rows will run, modeld alone)"
+    say "(the ResNet, BERT and DCGAN rows need it to make their weights: only the fashion and"
+    say "fashion-gan rows will run, modeld alone)"
     have_torch=no
 fi
 if [ ! -d "$OPENBLAS_OPENMP" ]; then
@@ -97,6 +106,7 @@ mkdir -p "$BENCH_DIR/onnx"
 model_dir() {
     case $1 in
     fashion) echo "$BENCH_FASHION_DIR" ;;
+    fashion-gan) echo "$BENCH_FASHION_GAN_DIR" ;;
     *) echo "$BENCH_DIR/${1%%@*}" ;;
     esac
 }
@@ -135,9 +145,25 @@ for row in $BENCH_ROWS; do
             "$PY" "$here/prepare.py" resnet "$dir" "$name" >&2
         fi
         ;;
+    dcgan)
+        if [ ! -f "$dir/model.safetensors" ]; then
+            if [ "$have_torch" = no ]; then
+                say "skipping $row: no PyTorch to make dcgan"
+                continue
+            fi
+            say "making $dir (random weights)"
+            "$PY" "$here/prepare.py" dcgan "$dir" >&2
+        fi
+        ;;
     fashion)
         if [ ! -f "$dir/model.safetensors" ]; then
             say "skipping $row: $dir is missing (tools/train_fashion.py makes it)"
+            continue
+        fi
+        ;;
+    fashion-gan)
+        if [ ! -f "$dir/model.safetensors" ]; then
+            say "skipping $row: $dir has no model.safetensors (tools/gan/train_gan.py makes it)"
             continue
         fi
         ;;
@@ -238,6 +264,8 @@ table() {
             END {
                 label = name == "resnet50" ? "ResNet-50 224×224" : name == "resnet18" ? "ResNet-18 224×224" \
                       : name == "fashion" ? "Fashion-MNIST CNN" \
+                      : name == "dcgan" ? "DCGAN 64×64×3 (nz 100, ngf 64)" \
+                      : name == "fashion-gan" ? "Fashion GAN (default)" \
                       : name ~ /^bert-base@/ ? "BERT-base seq " substr(name, 11) : name
                 sub(/batch=/, "", batch)
                 m = pick("modeld"); t = pick("torch"); o = pick("ort")
@@ -251,7 +279,8 @@ table() {
     echo
     echo "Median of each run, $BENCH_AGG of $BENCH_ROUNDS interleaved rounds; $BENCH_THREADS thread(s) each;" \
         "ratio = peer ms / modeld ms (> 1: modeld faster); % peak of 116.5 GFLOP/s FP32 per core used." \
-        "items/s: images, or for BERT sequences (MLM logits at one [MASK] each, no padding)." \
+        "items/s: images (classified, or generated for the GAN rows), or for BERT sequences" \
+        "(MLM logits at one [MASK] each, no padding)." \
         "Load average (1/5/15 min) at start $load_start, at end $load_end: above ~1 on 2 cores," \
         "someone else was running and the times are inflated."
 }
