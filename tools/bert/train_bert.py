@@ -463,7 +463,7 @@ def main():
     if not args.export_only and step < args.total_steps:
         maker = ExampleMaker(train, tok, args.max_len, args.max_predictions)
         model.train()
-        run_start = last_ckpt = time.time()
+        run_begin = run_start = last_ckpt = time.time()
         cpu_start = time.process_time()
         seg_start, seg_tokens = time.time(), 0
         avg = None
@@ -498,7 +498,8 @@ def main():
                           flush=True)
                     seg_start, seg_tokens = now, 0
             now = time.time()
-            out_of_time = (now - run_start) / 60 >= args.max_minutes
+            # this run's whole length: run_start restarts at every checkpoint
+            out_of_time = (now - run_begin) / 60 >= args.max_minutes
             if out_of_time or step >= args.total_steps or (now - last_ckpt) / 60 >= args.ckpt_minutes:
                 state["train_seconds"] += now - run_start
                 cpu_now = time.process_time()
