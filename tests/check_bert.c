@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "engine/models/bert.h"
 #include "engine/ops/ops.h"
+#include "engine/parallel.h"
 #include "proto/model_dir.h"
 #include "tests/testutil.h"
 
@@ -134,39 +135,58 @@ static void naive_attention(int tq, int tk, int heads, int dh, const float *q, i
 
 START_TEST(attention_matches_naive)
 {
-    static const int lens[] = {1, 2, 5, 17, 40};
-    const int heads = 3, dh = 4, d = heads * dh, d3 = 3 * d;
-    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
-        const int t = lens[k];
-        float *qkv = malloc((size_t)t * d3 * sizeof *qkv);
-        float *ctx = malloc((size_t)t * d * sizeof *ctx);
-        /* the subset run below asks for 2 query rows, more than t when t is 1 */
-        float *scratch = malloc(attention_scratch_floats(t < 2 ? 2 : t, t) * sizeof *scratch);
-        double *want = malloc((size_t)t * d * sizeof *want);
-        ck_assert(qkv && ctx && scratch && want);
-        test_fill_random(qkv, (size_t)t * d3, 100 + k);
-        for (int i = 0; i < t * d3; i++)
-            qkv[i] *= 3.0f; /* scores of a few units: far from uniform */
+    /* dh 4 runs the kernels' scalar tails; dh 64 with 70 and 130 keys their 64-column
+     * blocks (BERT-base's shape) */
+    static const int shapes[][2] = {{3, 4}, {2, 64}};
+    static const int lens[] = {1, 2, 5, 17, 40, 70, 130};
+    par_pool *pool;
+    engine_err err;
+    ck_assert_int_eq(par_pool_open(2, &pool, &err), ENGINE_OK);
+    for (size_t sh = 0; sh < 2; sh++)
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+            const int heads = shapes[sh][0], dh = shapes[sh][1], d = heads * dh, d3 = 3 * d;
+            const int t = lens[k];
+            float *qkv = malloc((size_t)t * d3 * sizeof *qkv);
+            float *ctx = malloc((size_t)t * d * sizeof *ctx);
+            float *ctx2 = malloc((size_t)t * d * sizeof *ctx2);
+            /* the subset run below asks for 2 query rows, more than t when t is 1 */
+            float *scratch =
+                malloc(attention_scratch_floats(t < 2 ? 2 : t, t, dh, 2) * sizeof *scratch);
+            double *want = malloc((size_t)t * d * sizeof *want);
+            float *q = malloc(2 * (size_t)d * sizeof *q), *c2 = malloc(2 * (size_t)d * sizeof *c2);
+            ck_assert(qkv && ctx && ctx2 && scratch && want && q && c2);
+            test_fill_random(qkv, (size_t)t * d3, 100 + k);
+            for (int i = 0; i < t * d3; i++)
+                qkv[i] *= 3.0f; /* scores of a few units: far from uniform */
 
-        attention_forward(t, t, heads, dh, qkv, d3, qkv + d, qkv + 2 * d, d3, ctx, d, scratch);
-        naive_attention(t, t, heads, dh, qkv, d3, qkv + d, qkv + 2 * d, d3, want);
-        assert_close(ctx, want, (size_t)t * d, 1e-5, 1e-5, "attention");
+            attention_forward(NULL, t, t, heads, dh, qkv, d3, qkv + d, qkv + 2 * d, d3, ctx, d,
+                              scratch);
+            naive_attention(t, t, heads, dh, qkv, d3, qkv + d, qkv + 2 * d, d3, want);
+            assert_close(ctx, want, (size_t)t * d, 1e-5, 1e-5, "attention");
+            /* heads shared between two threads: the same bits */
+            attention_forward(pool, t, t, heads, dh, qkv, d3, qkv + d, qkv + 2 * d, d3, ctx2, d,
+                              scratch);
+            ck_assert_int_eq(memcmp(ctx, ctx2, (size_t)t * d * sizeof *ctx), 0);
 
-        /* the queries of some rows only (last row, first row), gathered as the last layer
-         * does: the same rows of the full answer */
-        int rows[2] = {t - 1, 0};
-        float q[2 * 12], c2[2 * 12];
-        gather_rows(2, d, rows, qkv, d3, q);
-        attention_forward(2, t, heads, dh, q, d, qkv + d, qkv + 2 * d, d3, c2, d, scratch);
-        for (int r = 0; r < 2; r++)
-            assert_close(c2 + r * d, want + (size_t)rows[r] * d, (size_t)d, 1e-5, 1e-5,
-                         "attention subset");
-        free(qkv);
-        free(ctx);
-        free(scratch);
-        free(want);
-    }
-    ck_assert_uint_eq(attention_scratch_floats(0, 5), 0);
+            /* the queries of some rows only (last row, first row), gathered as the last
+             * layer does: the same rows of the full answer */
+            int rows[2] = {t - 1, 0};
+            gather_rows(2, d, rows, qkv, d3, q);
+            attention_forward(pool, 2, t, heads, dh, q, d, qkv + d, qkv + 2 * d, d3, c2, d,
+                              scratch);
+            for (int r = 0; r < 2; r++)
+                assert_close(c2 + r * d, want + (size_t)rows[r] * d, (size_t)d, 1e-5, 1e-5,
+                             "attention subset");
+            free(qkv);
+            free(ctx);
+            free(ctx2);
+            free(scratch);
+            free(want);
+            free(q);
+            free(c2);
+        }
+    par_pool_close(pool);
+    ck_assert_uint_eq(attention_scratch_floats(0, 5, 4, 1), 0);
 }
 END_TEST
 

@@ -71,6 +71,7 @@ struct bert_model {
     int max_batch, max_tokens;
     int max_rows;                    /* max_tokens + max_batch: mask rows + [CLS] rows */
     int max_len;                     /* longest sequence a session can see */
+    int threads;                     /* session pool size the arena is planned for */
     const float *word;               /* (V, D) */
     const float *pos;                /* (P, D) */
     const float *type;               /* (TV, D) */
@@ -332,6 +333,9 @@ engine_status bert_load(const bert_config *cfg, const safetensors *st, int max_b
     b->max_rows = max_tokens + max_batch;
     b->max_len = max_tokens < cfg->max_position_embeddings ? max_tokens
                                                            : cfg->max_position_embeddings;
+    /* sessions' pools have as many threads as BLAS (engine/parallel.h), set once at
+     * start-up before any model loads */
+    b->threads = engine_blas_threads() > 0 ? engine_blas_threads() : 1;
 
     /* HF's BertModel saves its keys without the "bert." of the task models. */
     const bool bare = !safetensors_find(st, "bert.embeddings.word_embeddings.weight") &&
@@ -395,8 +399,9 @@ typedef struct bert_work {
     float *ta;      /* (Rm, D) a projection before its residual add; selected queries */
     float *tb;      /* (Rm, D) the last layer's attention context; head temporaries */
     float *big;     /* (Rm, max(3D, I)) packed QKV, then the FFN's hidden layer */
-    float *scores;  /* (max_len, max_len) one head's attention scores: at most max_len
-                     * queries (the last layer's are blocked to that) by max_len keys */
+    float *scores;  /* attention scratch: per pool thread, one head's (max_len, max_len)
+                     * scores (at most max_len queries: the last layer's are blocked to
+                     * that) and its keys transposed */
     int *rows;      /* (Rm) packed row of each selected row: masks, then [CLS] */
     par_pool *pool; /* the session's threads, for the few-rows linears */
 } bert_work;
@@ -408,7 +413,8 @@ static size_t work_sizes(const bert_model *b, size_t sizes[7])
     sizes[0] = Tm * D * sizeof(float);
     sizes[1] = sizes[2] = sizes[3] = Rm * D * sizeof(float);
     sizes[4] = Rm * wide * sizeof(float);
-    sizes[5] = attention_scratch_floats(b->max_len, b->max_len) * sizeof(float);
+    sizes[5] = attention_scratch_floats(b->max_len, b->max_len, b->dh, b->threads) *
+               sizeof(float);
     sizes[6] = Rm * sizeof(int);
     size_t total = 0;
     for (int i = 0; i < 7; i++)
@@ -463,8 +469,8 @@ static void layer_full(const bert_model *b, const bert_layer *w, const bert_work
     for (int s = 0; s < n; s++) {
         const int len = seqs[s].len;
         const float *qkv = k->big + off * D3;
-        attention_forward(len, len, b->heads, b->dh, qkv, D3, qkv + D, qkv + 2 * D, D3,
-                          k->ctx + off * D, D, k->scores);
+        attention_forward(k->pool, len, len, b->heads, b->dh, qkv, D3, qkv + D, qkv + 2 * D,
+                          D3, k->ctx + off * D, D, k->scores);
         off += (size_t)len;
     }
     layer_tail(b, k->pool, w, T, k->ctx, k->x, k->ta, k->big);
@@ -487,14 +493,14 @@ static void layer_last(const bert_model *b, const bert_layer *w, const bert_work
          * tokens: query in blocks of at most max_len rows, what the scores buffer holds. */
         for (int r = 0; masks && r < seqs[s].n_mask; r += b->max_len) {
             const int rows = seqs[s].n_mask - r < b->max_len ? seqs[s].n_mask - r : b->max_len;
-            attention_forward(rows, len, b->heads, b->dh, k->ta + m * D, D, kv + D, kv + 2 * D,
-                              D3, k->tb + m * D, D, k->scores);
+            attention_forward(k->pool, rows, len, b->heads, b->dh, k->ta + m * D, D, kv + D,
+                              kv + 2 * D, D3, k->tb + m * D, D, k->scores);
             m += (size_t)rows;
         }
         if (cls) {
             const size_t r = (size_t)n_masks + (size_t)s;
-            attention_forward(1, len, b->heads, b->dh, k->ta + r * D, D, kv + D, kv + 2 * D,
-                              D3, k->tb + r * D, D, k->scores);
+            attention_forward(k->pool, 1, len, b->heads, b->dh, k->ta + r * D, D, kv + D,
+                              kv + 2 * D, D3, k->tb + r * D, D, k->scores);
         }
         off += (size_t)len;
     }
@@ -569,7 +575,8 @@ engine_status bert_forward(const bert_model *b, arena *a, par_pool *pool,
     if (!work_carve(b, a, &k))
         return engine_fail(err, ENGINE_ERR_NOMEM, "session arena too small for this model "
                            "(a planning bug)");
-    k.pool = pool;
+    /* the attention scratch holds as many threads as planned at load */
+    k.pool = par_pool_threads(pool) <= b->threads ? pool : NULL;
     const int D = b->d;
     const float eps = b->cfg.layer_norm_eps;
 

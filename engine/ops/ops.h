@@ -161,10 +161,12 @@ void add_layernorm_rows(int rows, int d, const float *x, const float *r, const f
  * with heads side by side in columns (head h is columns h*dh .. h*dh+dh-1).
  * q (tq, heads*dh) rows ldq apart; k, v (tk, heads*dh) rows ldkv apart (the K and V
  * blocks of a packed (T, 3D) QKV matrix); ctx (tq, heads*dh) rows ldc apart.  tq may be
- * less than tk: the queries of some rows only.  scratch: attention_scratch_floats(tq, tk). */
-size_t attention_scratch_floats(int tq, int tk);
-void attention_forward(int tq, int tk, int heads, int dh, const float *q, int ldq,
-                       const float *k, const float *v, int ldkv, float *ctx, int ldc,
-                       float *scratch);
+ * less than tk: the queries of some rows only.  Heads are shared among pool's threads
+ * (NULL: the caller alone); scratch: attention_scratch_floats(tq, tk, dh, threads) with
+ * threads at least par_pool_threads(pool). */
+size_t attention_scratch_floats(int tq, int tk, int dh, int threads);
+void attention_forward(struct par_pool *pool, int tq, int tk, int heads, int dh,
+                       const float *q, int ldq, const float *k, const float *v, int ldkv,
+                       float *ctx, int ldc, float *scratch);
 
 #endif
