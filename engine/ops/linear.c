@@ -29,7 +29,7 @@ enum { LINEAR_SMALL_ROWS = 16 };
 /* 4 x 3 accumulators + 3 W vectors + 1 x vector: the 16 AVX2 registers. */
 enum { LINEAR_BLOCK_ROWS = 4, LINEAR_BLOCK_OUT = 3 };
 
-static float hsum8(v8f v)
+OPS_VINLINE float hsum8(v8f v)
 {
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }

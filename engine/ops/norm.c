@@ -70,7 +70,7 @@ void channel_affine(int n, int c, int spatial, const float *scale, const float *
         }
 }
 
-static float hsum(v8f v)
+OPS_VINLINE float hsum(v8f v)
 {
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
