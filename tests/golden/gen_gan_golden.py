@@ -16,7 +16,7 @@ so a case tests the daemon's reading of exactly those files.
 Weights are random but seeded and every BatchNorm has random statistics and
 affine parameters (gen_cnn_golden.py's helpers), so that folding BatchNorm into
 a ConvTranspose2d, whose weight is laid out (in, out/groups, kh, kw), is
-really exercised.  Tolerance as for the CNN cases: rtol 1e-4 plus an absolute
+really exercised (the default model, models/fashion-gan, runs as shipped).  Tolerance as for the CNN cases: rtol 1e-4 plus an absolute
 floor of 1e-4 times max|expected|.
 """
 
@@ -146,12 +146,30 @@ def one_hot_dcgan_case(case_dir):
     return latents(4, nz, 52, k)
 
 
+def fashion_gan_case(case_dir):
+    """(d) The default model, models/fashion-gan, as shipped: two latents for each of
+    its classes."""
+    src = os.path.join(REPO, "models", "fashion-gan")
+    if not os.path.isfile(os.path.join(src, export_model.WEIGHTS_FILE)):
+        raise gen_cnn_golden.Skip(f"{src} does not exist yet (tools/gan/train_gan.py writes it)")
+    os.makedirs(case_dir, exist_ok=True)
+    for f in (export_model.CONFIG_FILE, export_model.WEIGHTS_FILE, export_model.LABELS_FILE):
+        with open(os.path.join(src, f), "rb") as a, open(os.path.join(case_dir, f), "wb") as b:
+            b.write(a.read())
+    _, config, labels_ = export_model.load_model_dir(case_dir)
+    k = len(labels_)
+    gen = torch.Generator().manual_seed(61)
+    z = torch.randn(2 * k, config["latent_dim"], generator=gen)
+    return z, torch.arange(2 * k) % k
+
+
 CASES = collections.OrderedDict([
     ("dcgan", dcgan_case),
     ("layers_mnist", mnist_like_case),
     ("layers_dilated_grouped", dilated_grouped_case),
     ("cond_embedding", embedding_case),
     ("cond_one_hot_dcgan", one_hot_dcgan_case),
+    ("fashion_gan", fashion_gan_case),
 ])
 
 
