@@ -110,8 +110,10 @@ int main(int argc, char **argv)
         return EXIT_STARTUP;
     }
 
-    /* The one place the BLAS thread budget is decided: workers x BLAS threads
-     * stays within the cores unless blas_threads says otherwise. */
+    /* The one place the thread budget is decided: workers x BLAS threads stays
+     * within the cores unless blas_threads says otherwise.  Each worker's engine
+     * session sizes its own pool (engine/parallel.h) from the same number; the pool
+     * runs only between BLAS calls, so the two never add up. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int blas = config_blas_threads(&cfg, cores > 0 ? (int)cores : 1);
     engine_set_blas_threads(blas);
