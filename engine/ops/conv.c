@@ -215,23 +215,6 @@ static void conv_valid_range(int out, int in, int stride, int off, int *lo, int 
     *hi = (int)h;
 }
 
-/* Eight floats `stride` (1 or 2) apart starting at p: one tap of eight adjacent
- * outputs.  Stride 2 loads 16 contiguous floats and keeps the even ones, so the
- * caller must leave p[15] inside the buffer. */
-static inline __attribute__((always_inline)) void load8(v8f *v, const float *p, int stride)
-{
-    memcpy(v, p, sizeof *v);
-    if (stride == 1)
-        return;
-    v8f b;
-    memcpy(&b, p + 8, sizeof b);
-#ifdef __clang__
-    *v = __builtin_shufflevector(*v, b, 0, 2, 4, 6, 8, 10, 12, 14);
-#else
-    *v = __builtin_shuffle(*v, b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
-#endif
-}
-
 /* col (cg*kh*kw, rows*ow), row stride ld, for output rows [oy0, oy0 + rows) of one
  * image-group x (cg, in_h, in_w); padding reads as 0.  Rows of col are in the
  * weight's (c, ky, kx) order, so W_g multiplies col as stored.  ld > rows*ow lays
@@ -287,11 +270,11 @@ static void conv_im2col(const conv2d_params *p, int cg, const float *x, int oy0,
                         } else {
                             int ox = ox_lo;
                             /* the vector loads stop one float short of the row's last
-                             * pixel read, so load8 never reads past the plane */
+                             * pixel read, so v8f_load_strided never reads past the plane */
                             if (p->stride_w == 2)
                                 for (; ox + 8 < ox_hi; ox += 8) {
                                     v8f v;
-                                    load8(&v, src + (ox * 2 + off_x), 2);
+                                    v8f_load_strided(&v, src + (ox * 2 + off_x), 2);
                                     memcpy(d + ox, &v, sizeof v);
                                 }
                             for (; ox < ox_hi; ox++)
@@ -310,7 +293,7 @@ static void conv_im2col(const conv2d_params *p, int cg, const float *x, int oy0,
 /* Interior outputs [ox_lo, ox_hi) of one row, eight at a time with the sum in a
  * register; needs ox_hi - ox_lo >= 8.  The last group is shifted left to end at
  * ox_hi and recomputes a few outputs rather than leave a scalar tail.  Inlined with
- * a constant stride, so load8's branch folds away. */
+ * a constant stride, so v8f_load_strided's branch folds away. */
 static inline __attribute__((always_inline)) void
 dw_row_vec(const float *x, int in_w, const float *wk, int kw, int stride, int dil_w, int pad_w,
            int iy0, int dil_h, int ky_lo, int ky_hi, float b, int ox_lo, int ox_hi, float *yr)
@@ -325,7 +308,7 @@ dw_row_vec(const float *x, int in_w, const float *wk, int kw, int stride, int di
             const float *wr = wk + ky * kw;
             for (int kx = 0; kx < kw; kx++) {
                 v8f v;
-                load8(&v, xr + kx * dil_w, stride);
+                v8f_load_strided(&v, xr + kx * dil_w, stride);
                 acc += wr[kx] * v;
             }
         }
@@ -352,17 +335,17 @@ dw_row_vec3x3(const float *x, int in_w, const float *wk, int stride, int dil_w, 
             ox = ox_hi - 8;
         const size_t o = (size_t)(ox * stride - pad_w); /* >= 0 in the interior */
         v8f v0, v1, v2, acc = vb;
-        load8(&v0, r0 + o, stride);
-        load8(&v1, r0 + o + dil_w, stride);
-        load8(&v2, r0 + o + 2 * dil_w, stride);
+        v8f_load_strided(&v0, r0 + o, stride);
+        v8f_load_strided(&v1, r0 + o + dil_w, stride);
+        v8f_load_strided(&v2, r0 + o + 2 * dil_w, stride);
         acc += w[0] * v0 + w[1] * v1 + w[2] * v2;
-        load8(&v0, r1 + o, stride);
-        load8(&v1, r1 + o + dil_w, stride);
-        load8(&v2, r1 + o + 2 * dil_w, stride);
+        v8f_load_strided(&v0, r1 + o, stride);
+        v8f_load_strided(&v1, r1 + o + dil_w, stride);
+        v8f_load_strided(&v2, r1 + o + 2 * dil_w, stride);
         acc += w[3] * v0 + w[4] * v1 + w[5] * v2;
-        load8(&v0, r2 + o, stride);
-        load8(&v1, r2 + o + dil_w, stride);
-        load8(&v2, r2 + o + 2 * dil_w, stride);
+        v8f_load_strided(&v0, r2 + o, stride);
+        v8f_load_strided(&v1, r2 + o + dil_w, stride);
+        v8f_load_strided(&v2, r2 + o + 2 * dil_w, stride);
         acc += w[6] * v0 + w[7] * v1 + w[8] * v2;
         memcpy(yr + ox, &acc, sizeof acc);
     }
@@ -472,20 +455,20 @@ static inline __attribute__((always_inline)) void conv_copy_row(const float *s, 
     v8f v, u;
     if (ow < 8) {
         float t[8];
-        load8(&v, s, stride);
+        v8f_load_strided(&v, s, stride);
         memcpy(t, &v, sizeof v);
         for (int i = 0; i < ow; i++)
             d[i] = t[i];
     } else if (ow <= 16) {
-        load8(&v, s, stride);
-        load8(&u, s + (size_t)(ow - 8) * stride, stride);
+        v8f_load_strided(&v, s, stride);
+        v8f_load_strided(&u, s + (size_t)(ow - 8) * stride, stride);
         memcpy(d, &v, sizeof v);
         memcpy(d + ow - 8, &u, sizeof u);
     } else {
         for (int ox = 0; ox < ow; ox += 8) {
             if (ox + 8 > ow)
                 ox = ow - 8;
-            load8(&v, s + (size_t)ox * stride, stride);
+            v8f_load_strided(&v, s + (size_t)ox * stride, stride);
             memcpy(d + ox, &v, sizeof v);
         }
     }
@@ -632,7 +615,7 @@ conv_direct_tile(const float *xr, const int *tap, int k, const float *wt, const 
     v8f a7 = {b8[7], b8[7], b8[7], b8[7], b8[7], b8[7], b8[7], b8[7]};
     for (int t = 0; t < k; t++) {
         v8f v;
-        load8(&v, xr + tap[t], stride);
+        v8f_load_strided(&v, xr + tap[t], stride);
         const float *wk = wt + (size_t)t * CONV_DIRECT_OC;
         a0 += wk[0] * v;
         a1 += wk[1] * v;

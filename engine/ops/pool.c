@@ -56,22 +56,6 @@ static inline __attribute__((always_inline)) void vmax_nan(v8f *m, const v8f *v)
     *m = (v8f)(((v8i)*v & take) | ((v8i)*m & ~take));
 }
 
-/* Eight floats `stride` (1 or 2) apart from p; stride 2 reads p[0..15].  (conv.c's
- * load8.) */
-static inline __attribute__((always_inline)) void pool_load8(v8f *v, const float *p, int stride)
-{
-    memcpy(v, p, sizeof *v);
-    if (stride == 1)
-        return;
-    v8f b;
-    memcpy(&b, p + 8, sizeof b);
-#ifdef __clang__
-    *v = __builtin_shufflevector(*v, b, 0, 2, 4, 6, 8, 10, 12, 14);
-#else
-    *v = __builtin_shuffle(*v, b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
-#endif
-}
-
 /* Output positions [*lo, *hi) along one axis whose window [o*stride - pad,
  * o*stride - pad + span) lies inside [0, in). */
 static void pool_interior(int out, int in, int stride, int pad, int span, int *lo, int *hi)
@@ -121,7 +105,7 @@ maxpool_vec8(v8f *m, const float *xp, int in_w, int hs, int he, int kw, int stri
         const float *xr = xp + (size_t)iy * in_w + (ox * stride - pad_w);
         for (int kx = 0; kx < kw; kx++) {
             v8f v;
-            pool_load8(&v, xr + kx, stride);
+            v8f_load_strided(&v, xr + kx, stride);
             vmax_nan(m, &v);
         }
     }

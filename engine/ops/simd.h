@@ -30,6 +30,24 @@ OPS_VINLINE v8f v8f_select(v8i m, v8f a, v8f b)
     return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
 }
 
+/* Eight floats `stride` (1 or 2) apart starting at p: one tap of eight adjacent
+ * outputs of a convolution or pooling window.  Stride 2 loads 16 contiguous floats and
+ * keeps the even ones, so the caller must leave p[15] inside the buffer. */
+static inline __attribute__((always_inline)) void v8f_load_strided(v8f *v, const float *p,
+                                                                   int stride)
+{
+    __builtin_memcpy(v, p, sizeof *v);
+    if (stride == 1)
+        return;
+    v8f b;
+    __builtin_memcpy(&b, p + 8, sizeof b);
+#ifdef __clang__
+    *v = __builtin_shufflevector(*v, b, 0, 2, 4, 6, 8, 10, 12, 14);
+#else
+    *v = __builtin_shuffle(*v, b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
+#endif
+}
+
 /* e^x per lane, within ~2 ulp of expf on [-87.3, 88.3]; arguments outside are
  * clamped there (e^-87.3 ~ 1e-38 stands in for underflow: softmax and GELU, the
  * callers, add it to or multiply it with numbers near 1, so no denormal is ever
