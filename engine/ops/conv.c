@@ -366,7 +366,7 @@ static void conv_depthwise_plane(const conv2d_params *p, const float *x, const f
     const int in_h = p->in_h, in_w = p->in_w, oh = p->out_h, ow = p->out_w;
 
     /* Interior columns: ox*sw - pw >= 0 and ox*sw - pw + (kw-1)*dw <= in_w - 1.
-     * Stride 2 reads one float past its last tap (load8), hence in_w - 1. */
+     * Stride 2 reads one float past its last tap (v8f_load_strided), hence in_w - 1. */
     int ox_lo, ox_hi, unused_lo, unused_hi;
     conv_valid_range(ow, in_w, sw, -pw, &ox_lo, &unused_hi);
     conv_valid_range(ow, sw == 2 ? in_w - 1 : in_w, sw, (kw - 1) * dw - pw, &unused_lo, &ox_hi);
@@ -664,7 +664,7 @@ conv_direct_tile(const float *xr, const int *tap, int k, const float *wt, const 
 
 /* One output row of one tile for every group of eight outputs; the last group is
  * shifted left to end at out_w (or, on a row narrower than eight, cut).  Inlined
- * with a constant stride so load8's branch folds away. */
+ * with a constant stride so v8f_load_strided's branch folds away. */
 static inline __attribute__((always_inline)) void
 conv_direct_row(const conv2d_params *p, const float *xrow, const int *tap, int k,
                 const float *wt, const float *b8, int stride, int valid, bool relu, float *yo,
