@@ -12,9 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/engine.h"
 #include "proto/model_dir.h"
+#include "tests/golden_util.h"
 
 #define CASE_MAX_SEQS 1024
 #define CASE_MAX_LEN 65536
@@ -25,31 +27,6 @@ typedef struct golden_case {
     int32_t *ints;          /* every sequence's ids, types and masks, back to back */
     int tokens, masks;
 } golden_case;
-
-static float *read_floats(const char *dir, const char *name, size_t *count, bool quiet)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (!quiet)
-            fprintf(stderr, "cannot open %s\n", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    float *buf = malloc(len > 0 ? (size_t)len : 1);
-    if (!buf || len < 0 || fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        fprintf(stderr, "cannot read %s\n", path);
-        free(buf);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    *count = (size_t)len / sizeof(float);
-    return buf;
-}
 
 /* seqs.txt: n, then per sequence "len n_mask", len ids, len types, n_mask positions. */
 static bool read_case(const char *dir, golden_case *c)
@@ -107,32 +84,6 @@ static double max_abs(const float *x, size_t n)
         if (fabs(x[i]) > m)
             m = fabs(x[i]);
     return m;
-}
-
-/* worst: the largest |got - exp| / (rtol |exp| + atol) seen, for the report. */
-static int compare(const char *what, const float *got, const float *exp, size_t n, double rtol,
-                   double atol, double *worst)
-{
-    double worst_abs = 0, worst_ratio = 0;
-    size_t bad = 0, at = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - exp[i]);
-        double allowed = atol + rtol * fabs(exp[i]);
-        if (d > worst_abs)
-            worst_abs = d;
-        if (d / allowed > worst_ratio)
-            worst_ratio = d / allowed, at = i;
-        if (!(d <= allowed))
-            bad++;
-    }
-    if (worst_ratio > *worst)
-        *worst = worst_ratio;
-    printf("  %-22s %6zu values, max |diff| %.3g = %.3f of the tolerance%s\n", what, n,
-           worst_abs, worst_ratio, bad ? "  FAIL" : "");
-    if (bad)
-        printf("    %zu out of tolerance; worst at %zu: got %.8g expected %.8g\n", bad, at,
-               got[at], exp[at]);
-    return bad ? 1 : 0;
 }
 
 /* The 5 largest of row (v), best first; ties to the lower id. */
@@ -208,18 +159,15 @@ int main(int argc, char **argv)
     }
     const int v = md.bert.vocab_size;
     double rtol = 1e-4, atol_fraction = 1e-4;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tolerance.txt", dir);
-    FILE *tf = fopen(path, "r");
-    if (tf) {
-        if (fscanf(tf, "%lf %lf", &rtol, &atol_fraction) != 2)
-            fprintf(stderr, "%s: expected 'rtol atol_fraction'\n", path);
-        fclose(tf);
-    }
+    golden_tolerance(dir, &rtol, &atol_fraction); /* "rtol atol_fraction" here */
     if (!read_case(dir, c))
         goto out;
-    exp_mlm = read_floats(dir, "expected_mlm.f32", &n_mlm, false);
-    exp_nsp = read_floats(dir, "expected_nsp.f32", &n_nsp, true);
+    exp_mlm = golden_read(dir, "expected_mlm.f32", sizeof(float), &n_mlm);
+    /* a checkpoint without the next-sentence head has no NSP expectations */
+    char nsp_path[4096];
+    snprintf(nsp_path, sizeof nsp_path, "%s/expected_nsp.f32", dir);
+    if (access(nsp_path, F_OK) == 0)
+        exp_nsp = golden_read(dir, "expected_nsp.f32", sizeof(float), &n_nsp);
     if (!exp_mlm || n_mlm != (size_t)c->masks * v || (exp_nsp && n_nsp != (size_t)c->n * 2)) {
         fprintf(stderr, "%s: expected outputs do not match seqs.txt and the config\n", dir);
         goto out;
@@ -254,9 +202,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward: %s\n", err.msg);
         goto out;
     }
-    fails += compare("batch MLM", mlm, exp_mlm, n_mlm, rtol, atol_mlm, &worst);
+    fails += golden_compare("batch MLM", mlm, exp_mlm, n_mlm, rtol, atol_mlm, &worst);
     if (exp_nsp)
-        fails += compare("batch NSP", nsp, exp_nsp, n_nsp, rtol, atol_nsp, &worst);
+        fails += golden_compare("batch NSP", nsp, exp_nsp, n_nsp, rtol, atol_nsp, &worst);
     fails += check_top5(dir, mlm, c->masks, v);
 
     /* One head at a time: the last layer then works on other row sets. */
@@ -266,8 +214,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "forward: %s\n", err.msg);
             goto out;
         }
-        fails += compare("batch, MLM alone", mlm, exp_mlm, n_mlm, rtol, atol_mlm, &worst);
-        fails += compare("batch, NSP alone", nsp, exp_nsp, n_nsp, rtol, atol_nsp, &worst);
+        fails += golden_compare("batch, MLM alone", mlm, exp_mlm, n_mlm, rtol, atol_mlm, &worst);
+        fails += golden_compare("batch, NSP alone", nsp, exp_nsp, n_nsp, rtol, atol_nsp, &worst);
     }
 
     size_t m_off = 0;
@@ -279,11 +227,11 @@ int main(int argc, char **argv)
         }
         char what[64];
         snprintf(what, sizeof what, "seq %d alone MLM", i);
-        fails += compare(what, mlm, exp_mlm + m_off * v, (size_t)q->n_mask * v, rtol,
+        fails += golden_compare(what, mlm, exp_mlm + m_off * v, (size_t)q->n_mask * v, rtol,
                          atol_mlm, &worst);
         if (exp_nsp) {
             snprintf(what, sizeof what, "seq %d alone NSP", i);
-            fails += compare(what, nsp, exp_nsp + (size_t)i * 2, 2, rtol, atol_nsp, &worst);
+            fails += golden_compare(what, nsp, exp_nsp + (size_t)i * 2, 2, rtol, atol_nsp, &worst);
         }
         m_off += (size_t)q->n_mask;
     }

@@ -49,7 +49,7 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("%s: batch %d, %zu classes\n", dir, n, k);
-    int fails = golden_compare("batch", y, expected, (size_t)n * k, rtol, atol);
+    int fails = golden_compare("batch", y, expected, (size_t)n * k, rtol, atol, NULL);
     for (int i = 0; i < n; i++) {
         if (engine_cnn_forward(s, x + (size_t)i * per_in, 1, y, &err) != ENGINE_OK) {
             fprintf(stderr, "forward: %s\n", err.msg);
@@ -57,7 +57,7 @@ int main(int argc, char **argv)
         }
         char what[32];
         snprintf(what, sizeof what, "sample %d", i);
-        fails += golden_compare(what, y, expected + (size_t)i * k, k, rtol, atol);
+        fails += golden_compare(what, y, expected + (size_t)i * k, k, rtol, atol, NULL);
     }
     status = fails ? 1 : 0;
 out:

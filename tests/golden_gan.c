@@ -80,7 +80,7 @@ int main(int argc, char **argv)
     printf("%s: batch %d, images %dx%dx%d, %d classes, %.3g MFLOP per image\n", dir, n,
            g->out_channels, g->out_height, g->out_width, g->num_classes,
            engine_model_flops(m) / 1e6);
-    int fails = golden_compare("batch", y, expected, (size_t)n * per_img, rtol, atol);
+    int fails = golden_compare("batch", y, expected, (size_t)n * per_img, rtol, atol, NULL);
     for (int i = 0; i < n; i++) {
         if (engine_gan_forward(s, z + (size_t)i * nz, classes ? classes + i : NULL, 1, y, &err) !=
             ENGINE_OK) {
@@ -89,7 +89,7 @@ int main(int argc, char **argv)
         }
         char what[32];
         snprintf(what, sizeof what, "sample %d", i);
-        fails += golden_compare(what, y, expected + (size_t)i * per_img, per_img, rtol, atol);
+        fails += golden_compare(what, y, expected + (size_t)i * per_img, per_img, rtol, atol, NULL);
     }
     if (g->num_classes && n >= 2)
         fails += check_refusals(s, z, g->num_classes, y);

@@ -56,23 +56,27 @@ void golden_tolerance(const char *dir, double *rtol, double *atol)
 }
 
 int golden_compare(const char *what, const float *got, const float *exp, size_t n, double rtol,
-                   double atol)
+                   double atol, double *worst)
 {
-    double worst_abs = 0, worst_excess = 0;
+    double worst_abs = 0, worst_ratio = 0, worst_excess = 0;
     size_t bad = 0, worst_at = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - exp[i]);
         double allowed = atol + rtol * fabs(exp[i]);
         if (d > worst_abs)
             worst_abs = d;
+        if (d / allowed > worst_ratio)
+            worst_ratio = d / allowed;
         if (!(d <= allowed)) {
             bad++;
             if (bad == 1 || d - allowed > worst_excess)
                 worst_excess = d - allowed, worst_at = i;
         }
     }
-    printf("  %-14s %zu values, max |diff| %.3g (rtol %.1g, atol %.3g)%s\n", what, n, worst_abs,
-           rtol, atol, bad ? "  FAIL" : "");
+    if (worst && worst_ratio > *worst)
+        *worst = worst_ratio;
+    printf("  %-22s %6zu values, max |diff| %.3g = %.3f of the tolerance (rtol %.1g, "
+           "atol %.3g)%s\n", what, n, worst_abs, worst_ratio, rtol, atol, bad ? "  FAIL" : "");
     if (bad)
         printf("    %zu out of tolerance; worst at %zu: got %.8g expected %.8g\n", bad, worst_at,
                got[worst_at], exp[worst_at]);

@@ -1,4 +1,4 @@
-/* golden_util.h — what the golden checkers (golden_cnn, golden_gan) share: opening a
+/* golden_util.h — what the golden checkers (golden_cnn, golden_gan, golden_bert) share: opening a
  * case, reading its raw little-endian arrays and its tolerance, and comparing an answer
  * with PyTorch's.  Ownership: golden_read() hands over a malloc'd buffer the caller frees. */
 #ifndef MODELD_TESTS_GOLDEN_UTIL_H
@@ -16,9 +16,10 @@ int golden_open(int argc, char **argv, const char *prog, model_dir *md);
 void *golden_read(const char *dir, const char *name, size_t elem, size_t *count);
 /* dir/tolerance.txt "rtol atol", or the given defaults when absent. */
 void golden_tolerance(const char *dir, double *rtol, double *atol);
-/* Prints one line (max |diff|, and the worst value out of tolerance); returns 1 when
- * any value has |got - exp| > atol + rtol*|exp| (or is NaN), else 0. */
+/* Prints one line (max |diff|, its share of the tolerance, and the worst value out of
+ * tolerance); returns 1 when any value has |got - exp| > atol + rtol*|exp| (or is NaN),
+ * else 0.  worst (or NULL) is raised to the largest |got - exp| / (atol + rtol*|exp|). */
 int golden_compare(const char *what, const float *got, const float *exp, size_t n, double rtol,
-                   double atol);
+                   double atol, double *worst);
 
 #endif
