@@ -474,7 +474,8 @@ no_route:
                        "no route for %.16s %.128s; routes: GET /v2/health/live, "
                        "GET /v2/health/ready, GET /v1/models, GET /v1/models/{name}, "
                        "POST /v1/models/{name}/classify (CNN), "
-                       "POST /v1/models/{name}/fill-mask and /next-sentence (BERT)",
+                       "POST /v1/models/{name}/fill-mask and /next-sentence (BERT), "
+                       "POST /v1/models/{name}/generate (GAN)",
                        method, url);
 }
 
