@@ -267,16 +267,6 @@ static bool is_owned(const graph *g, const float *p)
     return false;
 }
 
-static void format_dims(char *buf, size_t len, const int64_t *dims, int ndim)
-{
-    size_t off = 0;
-    off += (size_t)snprintf(buf + off, len - off, "[");
-    for (int i = 0; i < ndim && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "", (long long)dims[i]);
-    if (off < len)
-        snprintf(buf + off, len - off, "]");
-}
-
 const float *graph_load_tensor(graph_builder *b, const char *prefix, const char *suffix,
                                const int64_t *dims, int ndim, bool optional)
 {
@@ -287,31 +277,20 @@ const float *graph_load_tensor(graph_builder *b, const char *prefix, const char 
         snprintf(name, sizeof name, "%s.%s", prefix, suffix);
     else
         snprintf(name, sizeof name, "%s", suffix);
-    char want[128];
-    format_dims(want, sizeof want, dims, ndim);
-
-    const safetensors_tensor *t = safetensors_find(b->st, name);
-    if (!t) {
-        if (!optional)
-            fail(b, ENGINE_ERR_SHAPE, "missing tensor '%s', expected shape %s", name, want);
+    const safetensors_tensor *t;
+    engine_err e;
+    if (safetensors_find_shaped(b->st, name, dims, ndim, optional, &t, &e) != ENGINE_OK) {
+        fail(b, ENGINE_ERR_SHAPE, "%s", e.msg);
         return NULL;
     }
-    bool same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++)
-        same = t->shape[i] == dims[i];
-    if (!same) {
-        char got[128];
-        format_dims(got, sizeof got, t->shape, t->ndim);
-        fail(b, ENGINE_ERR_SHAPE, "tensor '%s' has shape %s, expected %s", name, got, want);
+    if (t == NULL)
         return NULL;
-    }
     const float *direct = safetensors_f32_data(t);
     if (direct)
         return direct;
     float *copy = own_floats(b, (size_t)t->numel);
     if (!copy)
         return NULL;
-    engine_err e;
     if (safetensors_read_f32(t, copy, &e) != ENGINE_OK) {
         fail(b, ENGINE_ERR_FORMAT, "%s", e.msg);
         return NULL;

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -484,6 +485,41 @@ const safetensors_tensor *safetensors_find(const safetensors *st, const char *na
     if (st->count == 0)
         return NULL;
     return bsearch(&key, st->tensors, st->count, sizeof *st->tensors, cmp_by_name);
+}
+
+static void format_dims(char *buf, size_t len, const int64_t *dims, int ndim)
+{
+    size_t off = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "",
+                                (long long)dims[i]);
+    if (off < len)
+        snprintf(buf + off, len - off, "]");
+}
+
+engine_status safetensors_find_shaped(const safetensors *st, const char *name,
+                                      const int64_t *dims, int ndim, bool optional,
+                                      const safetensors_tensor **out, engine_err *err)
+{
+    *out = NULL;
+    const safetensors_tensor *t = safetensors_find(st, name);
+    bool same = t != NULL && t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == dims[i];
+    if (same) {
+        *out = t;
+        return ENGINE_OK;
+    }
+    if (t == NULL && optional)
+        return ENGINE_OK;
+    char want[128], got[128];
+    format_dims(want, sizeof want, dims, ndim);
+    if (t == NULL)
+        return engine_fail(err, ENGINE_ERR_SHAPE, "missing tensor '%s', expected shape %s",
+                           name, want);
+    format_dims(got, sizeof got, t->shape, t->ndim);
+    return engine_fail(err, ENGINE_ERR_SHAPE, "tensor '%s' has shape %s, expected %s", name,
+                       got, want);
 }
 
 /* IEEE 754 binary16 -> binary32.  Every half is exactly representable as a float. */

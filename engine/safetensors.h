@@ -60,6 +60,13 @@ void safetensors_close(safetensors *st);
 size_t safetensors_count(const safetensors *st);
 const safetensors_tensor *safetensors_at(const safetensors *st, size_t i);
 const safetensors_tensor *safetensors_find(const safetensors *st, const char *name);
+/* The tensor called name, which must have exactly the shape dims[0..ndim): *out set
+ * and ENGINE_OK; absent and optional: *out NULL and ENGINE_OK; absent and required, or
+ * of another shape: ENGINE_ERR_SHAPE with a message naming the key and both shapes
+ * ("missing tensor 'fc.weight', expected shape [10, 128]"). */
+engine_status safetensors_find_shaped(const safetensors *st, const char *name,
+                                      const int64_t *dims, int ndim, bool optional,
+                                      const safetensors_tensor **out, engine_err *err);
 
 /* Converts F32/F16/BF16 to float32 into out (numel floats).  ENGINE_ERR_FORMAT for
  * other dtypes. */

@@ -136,16 +136,6 @@ static float *own_floats(loader *ld, size_t n)
     return p;
 }
 
-static void format_dims(char *buf, size_t len, const int64_t *dims, int ndim)
-{
-    size_t off = (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < ndim && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "",
-                                (long long)dims[i]);
-    if (off < len)
-        snprintf(buf + off, len - off, "]");
-}
-
 /* The tensor called name with exactly shape (d0) or (d0, d1) (d1 < 0: one dim);
  * NULL when absent (an error unless optional) or of another shape (an error). */
 static const safetensors_tensor *find(loader *ld, const char *name, int64_t d0, int64_t d1,
@@ -154,26 +144,11 @@ static const safetensors_tensor *find(loader *ld, const char *name, int64_t d0, 
     if (ld->status != ENGINE_OK)
         return NULL;
     const int64_t dims[2] = {d0, d1};
-    const int ndim = d1 < 0 ? 1 : 2;
-    char want[64];
-    format_dims(want, sizeof want, dims, ndim);
-    const safetensors_tensor *t = safetensors_find(ld->st, name);
-    if (!t) {
-        if (!optional)
-            loader_fail(ld, ENGINE_ERR_SHAPE, "missing tensor '%s', expected shape %s", name,
-                        want);
-        return NULL;
-    }
-    bool same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++)
-        same = t->shape[i] == dims[i];
-    if (!same) {
-        char got[128];
-        format_dims(got, sizeof got, t->shape, t->ndim);
-        loader_fail(ld, ENGINE_ERR_SHAPE, "tensor '%s' has shape %s, expected %s", name, got,
-                    want);
-        return NULL;
-    }
+    const safetensors_tensor *t;
+    engine_err e;
+    if (safetensors_find_shaped(ld->st, name, dims, d1 < 0 ? 1 : 2, optional, &t, &e) !=
+        ENGINE_OK)
+        loader_fail(ld, ENGINE_ERR_SHAPE, "%s", e.msg);
     return t;
 }
 
