@@ -316,8 +316,12 @@ engine_status engine_session_open(const engine_model *m, engine_session **out, e
         return engine_fail(err, ENGINE_ERR_NOMEM, "out of memory for a %zu-byte session arena",
                            bytes);
     }
-    /* as many threads as BLAS may use: the two take turns, never run together */
-    engine_status st = par_pool_open(engine_blas_threads(), &s->pool, err);
+    /* BERT's kernels are the pool's only users so far: a CNN or GAN session keeps no
+     * idle threads.  As many threads as BLAS may use: the two take turns, never run
+     * together. */
+    engine_status st = m->kind == ENGINE_MODEL_BERT
+                           ? par_pool_open(engine_blas_threads(), &s->pool, err)
+                           : ENGINE_OK;
     if (st != ENGINE_OK) {
         arena_free(&s->a);
         free(s);
