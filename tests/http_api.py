@@ -102,35 +102,9 @@ def model_dirs(tmp):
     return fashion, exact, labels
 
 
-# ---- checking helpers --------------------------------------------------------------
+# ---- checking helpers (tests/testlib.py) ----------------------------------------------
 
-
-class Failure(Exception):
-    pass
-
-
-def expect(cond, what):
-    if not cond:
-        raise Failure(what)
-
-
-def call(daemon, method, path, body=None, headers=None):
-    """A request whose answer must be JSON: (status, headers, parsed body)."""
-    status, hdrs, data = daemon.request(method, path, body, headers)
-    ctype = hdrs.get("content-type", "")
-    expect(ctype == "application/json",
-           f"{method} {path}: Content-Type {ctype!r}, body {data[:200]!r}")
-    if method == "HEAD":
-        expect(data == b"", f"HEAD {path} has a body")
-        return status, hdrs, None
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise Failure(f"{method} {path}: body is not JSON: {data[:200]!r}")
-    if status >= 400:
-        expect(isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"],
-               f"{method} {path}: {status} without an error message: {doc!r}")
-    return status, hdrs, doc
+Failure, expect, call = testlib.Failure, testlib.expect, testlib.call_json
 
 
 def refused(daemon, status, method, path, body=None, headers=None, contains=""):

@@ -177,26 +177,13 @@ class Reference:
         return text
 
 
-# ---- checking helpers --------------------------------------------------------------
+# ---- checking helpers (tests/testlib.py) ----------------------------------------------
 
-
-class Failure(Exception):
-    pass
-
-
-def expect(cond, what):
-    if not cond:
-        raise Failure(what)
+Failure, expect = testlib.Failure, testlib.expect
 
 
 def call(d, method, path, body=None, headers=None):
-    status, hdrs, data = d.request(method, path, body, headers)
-    expect(hdrs.get("content-type") == "application/json",
-           f"{method} {path}: Content-Type {hdrs.get('content-type')!r}")
-    doc = json.loads(data)
-    if status >= 400:
-        expect(isinstance(doc.get("error"), str) and doc["error"],
-               f"{method} {path}: {status} without an error message: {doc!r}")
+    status, _, doc = testlib.call_json(d, method, path, body, headers)
     return status, doc
 
 

@@ -190,3 +190,35 @@ class Daemon:
         print(f"---- last {len(tail)} lines of the daemon log ({self.log.name}) ----")
         sys.stdout.write("".join(tail))
         print("---- end of daemon log ----", flush=True)
+
+
+# ---- checking helpers shared by the HTTP tests ------------------------------------
+
+
+class Failure(Exception):
+    """A check that did not hold; the tests report it and fail."""
+
+
+def expect(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+def call_json(daemon, method, path, body=None, headers=None):
+    """A request whose answer must be JSON: (status, headers, parsed body).  An error
+    status must carry {"error": "<a message>"}."""
+    status, hdrs, data = daemon.request(method, path, body, headers)
+    ctype = hdrs.get("content-type", "")
+    expect(ctype == "application/json",
+           f"{method} {path}: Content-Type {ctype!r}, body {data[:200]!r}")
+    if method == "HEAD":
+        expect(data == b"", f"HEAD {path} has a body")
+        return status, hdrs, None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise Failure(f"{method} {path}: body is not JSON: {data[:200]!r}")
+    if status >= 400:
+        expect(isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"],
+               f"{method} {path}: {status} without an error message: {doc!r}")
+    return status, hdrs, doc
