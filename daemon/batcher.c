@@ -47,7 +47,8 @@ struct batcher_job {
     /* Set at submit; then guarded by b->mu. */
     batcher *b;
     batcher_job_state state;
-    uint64_t enqueued_us, deadline_us, wait_us;
+    uint64_t timeout_us;  /* 0: the batcher's */
+    uint64_t enqueued_us, deadline_us, wait_us, taken_us, run_us;
     batcher_job *prev, *next;
     bool in_callback;  /* notify is running on some thread; cancel waits it out */
     char error[256];
@@ -60,6 +61,11 @@ struct batcher {
     pthread_cond_t cb_done; /* a job's callback returned */
     batcher_job *head, *tail;
     int n_jobs, n_units;
+    /* No queued job's deadline is earlier than this (UINT64_MAX: none queued).  It
+     * may be earlier than every real deadline after a job left the queue; the next
+     * expiry scan then finds nothing and recomputes it.  It saves scanning the
+     * queue on every take, since per-job timeouts make deadlines unordered. */
+    uint64_t next_deadline;
     bool closed;
 };
 
@@ -127,6 +133,13 @@ void batcher_job_release(batcher_job *j)
 void *batcher_job_payload(batcher_job *j) { return j->payload; }
 int batcher_job_units(const batcher_job *j) { return j->units; }
 uint64_t batcher_job_wait_us(const batcher_job *j) { return j->wait_us; }
+uint64_t batcher_job_run_us(const batcher_job *j) { return j->run_us; }
+
+void batcher_job_set_timeout(batcher_job *j, uint64_t timeout_us)
+{
+    if (j->b == NULL) /* only before submit: the deadline is fixed by submit */
+        j->timeout_us = timeout_us;
+}
 
 batcher_job_state batcher_job_state_get(batcher_job *j)
 {
@@ -167,13 +180,22 @@ static void unlink_locked(batcher *b, batcher_job *j)
 }
 
 /* Moves overdue jobs to EXPIRED and returns them chained by ->next, for
- * finish_outside() to notify once the lock is dropped.  Every job has the same
- * timeout, so queue order is deadline order and only the head needs looking at. */
+ * finish_outside() to notify once the lock is dropped.  Jobs may carry their own
+ * timeouts, so the whole queue is scanned, but only once the earliest deadline
+ * has passed. */
 static batcher_job *expire_locked(batcher *b, uint64_t now)
 {
+    if (now < b->next_deadline)
+        return NULL;
     batcher_job *list = NULL, **tail = &list;
-    while (b->head != NULL && b->head->deadline_us <= now) {
-        batcher_job *j = b->head;
+    uint64_t next = UINT64_MAX;
+    for (batcher_job *j = b->head, *after; j != NULL; j = after) {
+        after = j->next;
+        if (j->deadline_us > now) {
+            if (j->deadline_us < next)
+                next = j->deadline_us;
+            continue;
+        }
         unlink_locked(b, j);
         j->state = BATCHER_JOB_EXPIRED;
         j->wait_us = now - j->enqueued_us;
@@ -181,6 +203,7 @@ static batcher_job *expire_locked(batcher *b, uint64_t now)
         *tail = j;
         tail = &j->next;
     }
+    b->next_deadline = next;
     return list;
 }
 
@@ -226,8 +249,8 @@ static bool due_locked(const batcher *b, uint64_t now, uint64_t *wait_us)
     if (now >= due)
         return true;
     *wait_us = due - now;
-    if (b->head->deadline_us > now && b->head->deadline_us - now < *wait_us)
-        *wait_us = b->head->deadline_us - now;
+    if (b->next_deadline > now && b->next_deadline - now < *wait_us)
+        *wait_us = b->next_deadline - now;
     return false;
 }
 
@@ -243,6 +266,7 @@ static int pop_locked(batcher *b, uint64_t now, batcher_job **jobs, int cap)
         unlink_locked(b, j);
         j->state = BATCHER_JOB_RUNNING;
         j->wait_us = now - j->enqueued_us;
+        j->taken_us = now;
         jobs[count++] = j;
         units += j->units;
         if (units >= b->cfg.max_units)
@@ -262,6 +286,7 @@ batcher_status batcher_create(const batcher_config *cfg, batcher **out)
     if (b == NULL)
         return BATCHER_ERR_NOMEM;
     b->cfg = *cfg;
+    b->next_deadline = UINT64_MAX;
     if (b->cfg.clock == NULL)
         b->cfg.clock = monotonic_us;
     pthread_condattr_t ca;
@@ -329,7 +354,10 @@ batcher_status batcher_submit(batcher *b, batcher_job *j)
         j->b = b;
         j->state = BATCHER_JOB_QUEUED;
         j->enqueued_us = now;
-        j->deadline_us = now + b->cfg.timeout_us;
+        uint64_t timeout = j->timeout_us ? j->timeout_us : b->cfg.timeout_us;
+        j->deadline_us = timeout < UINT64_MAX - now ? now + timeout : UINT64_MAX;
+        if (j->deadline_us < b->next_deadline)
+            b->next_deadline = j->deadline_us;
         atomic_fetch_add(&j->refs, 1); /* the queue's reference */
         j->prev = b->tail;
         j->next = NULL;
@@ -409,6 +437,7 @@ void batcher_finish(batcher_job *j, bool ok, const char *error)
     batcher *b = j->b;
     pthread_mutex_lock(&b->mu);
     if (j->state == BATCHER_JOB_RUNNING) {
+        j->run_us = now_us(b) - j->taken_us;
         j->state = ok ? BATCHER_JOB_DONE : BATCHER_JOB_FAILED;
         if (!ok)
             snprintf(j->error, sizeof j->error, "%s", error ? error : "unknown error");

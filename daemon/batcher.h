@@ -64,7 +64,7 @@ typedef struct batcher_config {
     int max_units;         /* units per batch (images, tokens); a bigger job is taken alone */
     int max_jobs;          /* jobs per batch (sequences); 0: no limit but batcher_take's cap */
     uint64_t max_delay_us; /* wait this long for a batch to fill; 0: take what is there */
-    uint64_t timeout_us;   /* a job queued longer than this expires */
+    uint64_t timeout_us;   /* a job queued longer than this expires (unless it has its own) */
     batcher_clock_fn clock;/* NULL: CLOCK_MONOTONIC */
     void *clock_ctx;
 } batcher_config;
@@ -88,8 +88,14 @@ int batcher_job_units(const batcher_job *job);
 batcher_job_state batcher_job_state_get(batcher_job *job);
 /* The worker's message for a FAILED job ("" otherwise).  Valid until release. */
 const char *batcher_job_error(batcher_job *job);
-/* Microseconds the job spent queued (0 until taken); for logs. */
+/* Microseconds the job spent queued (0 until taken); for logs and metrics. */
 uint64_t batcher_job_wait_us(const batcher_job *job);
+/* Microseconds from the worker taking the job to finishing it: the compute time of
+ * the batch it ran in (0 unless it finished). */
+uint64_t batcher_job_run_us(const batcher_job *job);
+/* Before submit: this job expires after timeout_us in the queue instead of the
+ * batcher's timeout_us (0: the batcher's).  A per-request deadline. */
+void batcher_job_set_timeout(batcher_job *job, uint64_t timeout_us);
 
 batcher_status batcher_create(const batcher_config *cfg, batcher **out);
 /* Jobs still queued fail ("shutting down") with their callbacks run, so nobody

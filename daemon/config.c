@@ -91,6 +91,9 @@ static const config_option options[] = {
     {SERVER(request_timeout_ms), OPT_INT, "30000", 1, 3600000,
      offsetof(config, request_timeout_ms),
      "longest a request waits in its model's queue before it fails with 503"},
+    {SERVER(max_request_timeout_ms), OPT_INT, "300000", 1, 3600000,
+     offsetof(config, max_request_timeout_ms),
+     "largest X-Request-Timeout-Ms a request may ask for instead of request_timeout_ms"},
     {SERVER(max_queue_delay_us), OPT_INT, "0", 0, 1000000, offsetof(config, max_queue_delay_us),
      "how long a worker waits for more requests to fill a batch; 0 = run what is queued"},
     {SERVER(log_level), OPT_LOG_LEVEL, "info", 0, 0, offsetof(config, log_level),
@@ -499,6 +502,10 @@ int config_finish(config *c, char *err, size_t errlen)
                     "max_queue_delay_us (%d) must be less than request_timeout_ms (%d) in "
                     "microseconds, or requests would expire while waiting for a batch",
                     c->max_queue_delay_us, c->request_timeout_ms);
+    if (c->request_timeout_ms > c->max_request_timeout_ms)
+        return log_errbuf(err, errlen,
+                          "request_timeout_ms (%d) must not exceed max_request_timeout_ms (%d)",
+                          c->request_timeout_ms, c->max_request_timeout_ms);
     for (int i = 0; i < c->n_models; i++) {
         config_model *m = &c->models[i];
         if (m->path[0] == '\0')

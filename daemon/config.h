@@ -46,6 +46,7 @@ typedef struct config {
     int max_images_per_request;
     int max_generate_images;
     int request_timeout_ms;
+    int max_request_timeout_ms;       /* bound of a request's own X-Request-Timeout-Ms */
     int max_queue_delay_us;
     char log_level[16];
     /* [model NAME] sections and --model flags */

@@ -37,6 +37,8 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,6 +58,13 @@
  * out; the batcher's request_timeout_ms does). */
 #define HTTP_IDLE_TIMEOUT_S 60
 
+/* How often the hang-up watcher looks at the connections suspended on a job: a
+ * client that went away has its queued work dropped within about this long. */
+#define HTTP_HANGUP_POLL_MS 20
+
+/* The header a request sets its own queue deadline with, in milliseconds. */
+#define HTTP_TIMEOUT_HEADER "X-Request-Timeout-Ms"
+
 /* A body buffer starts at most this big and doubles as data arrives. */
 #define HTTP_BODY_FIRST_ALLOC (256 * 1024)
 
@@ -63,6 +72,7 @@
  * some of its macros (413, 422) between the versions configure accepts. */
 enum {
     HTTP_OK = 200,
+    HTTP_BAD_REQUEST = 400,
     HTTP_NOT_FOUND = 404,
     HTTP_METHOD_NOT_ALLOWED = 405,
     HTTP_CONTENT_TOO_LARGE = 413,
@@ -72,6 +82,8 @@ enum {
     HTTP_SERVICE_UNAVAILABLE = 503,
 };
 
+typedef struct http_req http_req;
+
 struct http_server {
     struct MHD_Daemon *mhd;
     registry *reg;
@@ -79,9 +91,17 @@ struct http_server {
     size_t max_body;
     int max_images;
     int request_timeout_ms;
+    int max_request_timeout_ms;
     atomic_int in_flight;   /* requests between first call and on_completed */
     atomic_bool draining;
     char address[CONFIG_HOST_MAX + 16];
+    /* Requests suspended on a job, for the hang-up watcher (see watch_hangups). */
+    pthread_mutex_t waiting_mu;
+    pthread_cond_t waiting_cv;  /* a watched request was let go; or stop */
+    http_req *waiting;          /* doubly linked through wprev/wnext */
+    bool watcher_stop;
+    bool watcher_started;
+    pthread_t watcher;
 };
 
 /* The inference routes: POST /v1/models/{name}{suffix} on a model of kind. */
@@ -143,10 +163,15 @@ static void infer_task_free(void *p)
     free(t);
 }
 
-typedef struct http_req {
+struct http_req {
     http_server *srv;
     struct MHD_Connection *conn;
+    int fd;                 /* the connection's socket, for the hang-up watcher */
+    registry_model *target; /* the model of an inference route, even if refused: metrics */
+    bool counted;           /* its outcome is in target's metrics */
+    int outcome;            /* metrics_outcome to count instead of the status's; -1: none */
     registry_model *model;  /* inference requests only */
+    uint64_t timeout_us;    /* its own queue deadline (X-Request-Timeout-Ms); 0: default */
     infer_op op;
     char *body;             /* inference body so far, NUL-terminated */
     size_t len, cap;
@@ -159,7 +184,11 @@ typedef struct http_req {
     char deferred_msg[256];
     const char *method, *url; /* libmicrohttpd's, valid for the request; for logs */
     struct timespec t0;
-} http_req;
+    /* Guarded by srv->waiting_mu. */
+    http_req *wprev, *wnext;
+    bool waiting;           /* in srv->waiting */
+    bool watched;           /* the watcher is looking at it: it must not be freed */
+};
 
 static const char ALLOW_GET[] = "GET, HEAD";
 static const char ALLOW_POST[] = "POST";
@@ -171,11 +200,34 @@ static double ms_since(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+/* ---- metrics ------------------------------------------------------------------ */
+
+/* What an answer's status says about how the request ended. */
+static metrics_outcome outcome_of_status(unsigned status)
+{
+    if (status < 400)
+        return METRICS_OK;
+    if (status == HTTP_SERVICE_UNAVAILABLE)
+        return METRICS_REJECTED;
+    return status < 500 ? METRICS_CLIENT_ERROR : METRICS_FAILED;
+}
+
+/* Counts the request's outcome once, for the model it was sent to. */
+static void count_outcome(http_req *req, unsigned status)
+{
+    if (req->target == NULL || req->counted)
+        return;
+    req->counted = true;
+    metrics_count(&req->target->metrics, req->outcome >= 0 ? (metrics_outcome)req->outcome
+                                                            : outcome_of_status(status));
+}
+
 /* ---- responses -------------------------------------------------------------- */
 
 typedef struct reply_opts {
     const char *allow;  /* Allow header for 405 */
     bool retry_after;   /* Retry-After: 1 for 503 */
+    const char *content_type; /* NULL: application/json */
 } reply_opts;
 
 /* Queues body (malloc'd JSON, taken over; NULL means formatting ran out of memory). */
@@ -193,7 +245,8 @@ static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_o
     }
     if (r == NULL)
         return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            o.content_type && body ? o.content_type : "application/json");
     if (o.allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, o.allow);
     if (o.retry_after)
@@ -203,6 +256,7 @@ static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_o
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(req->conn, status, r);
     MHD_destroy_response(r);
+    count_outcome(req, status);
     log_debug("%.16s %.128s -> %u in %.1f ms", req->method, req->url, status,
               ms_since(&req->t0));
     return ret;
@@ -247,6 +301,21 @@ static enum MHD_Result route_models(http_req *req)
     char *body = proto_format_models(infos, n);
     free(infos);
     return reply(req, HTTP_OK, body, NONE);
+}
+
+static enum MHD_Result route_metrics(http_req *req)
+{
+    registry *reg = req->srv->reg;
+    int n = registry_count(reg);
+    metrics_model_view *views = calloc((size_t)(n > 0 ? n : 1), sizeof *views);
+    if (views == NULL)
+        return reply(req, HTTP_INTERNAL_SERVER_ERROR, NULL, NONE);
+    for (int i = 0; i < n; i++)
+        registry_metrics_view(registry_at(reg, i), &views[i]);
+    char *text = metrics_format(views, n);
+    free(views);
+    return reply(req, HTTP_OK, text,
+                 (reply_opts){.content_type = "text/plain; version=0.0.4; charset=utf-8"});
 }
 
 /* Is the media type ct (parameters such as "; charset=utf-8" allowed) `type`? */
@@ -355,6 +424,18 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
                            "model %s has no next-sentence head (its checkpoint lacks "
                            "cls.seq_relationship); POST /v1/models/%s/fill-mask works",
                            m->name, m->name);
+    const char *tmo = MHD_lookup_connection_value(c, MHD_HEADER_KIND, HTTP_TIMEOUT_HEADER);
+    if (tmo != NULL) {
+        char *end;
+        errno = 0;
+        long long ms = strtoll(tmo, &end, 10);
+        if (errno != 0 || end == tmo || *end != '\0' || ms < 1 || ms > s->max_request_timeout_ms)
+            return reply_error(req, HTTP_BAD_REQUEST, NONE,
+                               HTTP_TIMEOUT_HEADER " must be a whole number of milliseconds from "
+                               "1 to %d (max_request_timeout_ms), got '%.32s'",
+                               s->max_request_timeout_ms, tmo);
+        req->timeout_us = (uint64_t)ms * 1000u;
+    }
     req->model = m;
     req->op = rt->op;
     req->want_png = rt->op == INFER_GENERATE &&
@@ -446,6 +527,11 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
             return wrong_method(req, method, url, ALLOW_GET);
         return route_models(req);
     }
+    if (strcmp(url, "/metrics") == 0) {
+        if (!get)
+            return wrong_method(req, method, url, ALLOW_GET);
+        return route_metrics(req);
+    }
     if (strncmp(url, MODELS_PREFIX, sizeof MODELS_PREFIX - 1) == 0) {
         const char *name = url + sizeof MODELS_PREFIX - 1;
         const char *slash = strchr(name, '/');
@@ -472,7 +558,7 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
 no_route:
     return reply_error(req, HTTP_NOT_FOUND, NONE,
                        "no route for %.16s %.128s; routes: GET /v2/health/live, "
-                       "GET /v2/health/ready, GET /v1/models, GET /v1/models/{name}, "
+                       "GET /v2/health/ready, GET /metrics, GET /v1/models, GET /v1/models/{name}, "
                        "POST /v1/models/{name}/classify (CNN), "
                        "POST /v1/models/{name}/fill-mask and /next-sentence (BERT), "
                        "POST /v1/models/{name}/generate (GAN)",
@@ -513,6 +599,117 @@ static enum MHD_Result infer_body(http_req *req, const char *data, size_t *size)
     req->len += n;
     req->body[req->len] = '\0';
     return MHD_YES;
+}
+
+/* ---- clients that hang up while their job waits ---------------------------------------
+ *
+ * libmicrohttpd does not poll a suspended connection, so it cannot see its client
+ * go away; the job would run for nobody.  The watcher thread looks at the sockets
+ * of suspended requests every HTTP_HANGUP_POLL_MS: one whose peer has closed
+ * (POLLRDHUP, so a client that only half-closes counts as gone too) has its job
+ * cancelled; if the job was still queued or running, its callback will now never
+ * run, so the watcher resumes the connection itself and the handler, finding the
+ * job cancelled, closes it.  If the job had already finished, its callback did
+ * the resume and the answer goes out as usual (to a closed socket).
+ *
+ * A request is on the list from a successful submit until its handler runs again
+ * or it ends; waiting_remove() waits out a look in progress (`watched`), so the
+ * watcher never touches a request that may be freed. */
+
+static void waiting_add(http_req *req)
+{
+    http_server *s = req->srv;
+    pthread_mutex_lock(&s->waiting_mu);
+    req->wprev = NULL;
+    req->wnext = s->waiting;
+    if (s->waiting)
+        s->waiting->wprev = req;
+    s->waiting = req;
+    req->waiting = true;
+    pthread_mutex_unlock(&s->waiting_mu);
+}
+
+static void waiting_remove(http_req *req)
+{
+    http_server *s = req->srv;
+    pthread_mutex_lock(&s->waiting_mu);
+    while (req->watched)
+        pthread_cond_wait(&s->waiting_cv, &s->waiting_mu);
+    if (req->waiting) {
+        if (req->wprev)
+            req->wprev->wnext = req->wnext;
+        else
+            s->waiting = req->wnext;
+        if (req->wnext)
+            req->wnext->wprev = req->wprev;
+        req->wprev = req->wnext = NULL;
+        req->waiting = false;
+    }
+    pthread_mutex_unlock(&s->waiting_mu);
+}
+
+static void drop_hung_up(http_req *req)
+{
+    batcher_job_state prev = batcher_cancel(req->job);
+    if (prev == BATCHER_JOB_QUEUED || prev == BATCHER_JOB_RUNNING) {
+        log_debug("%s on %s: the client hung up while its job was %s; dropped",
+                  infer_op_name(req->op), req->model->name, batcher_job_state_str(prev));
+        MHD_resume_connection(req->conn);
+    }
+}
+
+static void *watch_hangups(void *arg)
+{
+    http_server *s = arg;
+    struct pollfd *fds = NULL;
+    http_req **reqs = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&s->waiting_mu);
+    while (!s->watcher_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += HTTP_HANGUP_POLL_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&s->waiting_cv, &s->waiting_mu, &until);
+        if (s->watcher_stop)
+            break;
+        size_t n = 0;
+        for (http_req *r = s->waiting; r != NULL; r = r->wnext)
+            n++;
+        if (n == 0)
+            continue;
+        if (n > cap) {
+            struct pollfd *f = realloc(fds, n * sizeof *fds);
+            if (f != NULL)
+                fds = f;
+            http_req **q = realloc(reqs, n * sizeof *reqs);
+            if (q != NULL)
+                reqs = q;
+            if (f == NULL || q == NULL)
+                continue; /* out of memory: look again next round */
+            cap = n;
+        }
+        n = 0;
+        for (http_req *r = s->waiting; r != NULL; r = r->wnext) {
+            r->watched = true;
+            reqs[n] = r;
+            fds[n++] = (struct pollfd){.fd = r->fd, .events = POLLRDHUP};
+        }
+        pthread_mutex_unlock(&s->waiting_mu);
+        if (poll(fds, n, 0) > 0)
+            for (size_t i = 0; i < n; i++)
+                if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+                    drop_hung_up(reqs[i]);
+        pthread_mutex_lock(&s->waiting_mu);
+        for (size_t i = 0; i < n; i++)
+            reqs[i]->watched = false;
+        pthread_cond_broadcast(&s->waiting_cv);
+    }
+    pthread_mutex_unlock(&s->waiting_mu);
+    free(fds);
+    free(reqs);
+    return NULL;
 }
 
 /* A worker finished (or the queue expired) the job: wake its connection.  Must not
@@ -658,12 +855,18 @@ static enum MHD_Result infer_submit(http_req *req)
     if (job == NULL) /* t is freed */
         return reply(req, HTTP_INTERNAL_SERVER_ERROR, NULL, NONE);
 
+    batcher_job_set_timeout(job, req->timeout_us);
     /* Suspend before submitting: once queued, a worker may resume us at any time,
-     * and a resume must not come before the suspend. */
+     * and a resume must not come before the suspend.  (The handler itself cannot run
+     * again before this call returns: libmicrohttpd serves a connection from one
+     * thread, this one, so the waiting list is joined in time.) */
     MHD_suspend_connection(req->conn);
     req->job = job;
     batcher_status bs = batcher_submit(m->batcher, job);
-    if (bs != BATCHER_OK) {
+    if (bs == BATCHER_OK) {
+        metrics_in_flight_add(&m->metrics, 1);
+        waiting_add(req);
+    } else {
         req->job = NULL;
         batcher_job_release(job);
         req->deferred_status = HTTP_SERVICE_UNAVAILABLE;
@@ -731,6 +934,7 @@ static enum MHD_Result reply_png(http_req *req, infer_task *t)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(req->conn, HTTP_OK, r);
     MHD_destroy_response(r);
+    count_outcome(req, HTTP_OK);
     return ret;
 }
 
@@ -740,10 +944,17 @@ static enum MHD_Result infer_answer(http_req *req)
     http_server *s = req->srv;
     registry_model *m = req->model;
     batcher_job *job = req->job;
+    waiting_remove(req);
     req->job = NULL;
+    metrics_in_flight_add(&m->metrics, -1);
     enum MHD_Result ret;
     batcher_job_state st = batcher_job_state_get(job);
     double waited_ms = (double)batcher_job_wait_us(job) / 1e3;
+    if (st == BATCHER_JOB_DONE) {
+        metrics_observe(&m->metrics.queue_us, batcher_job_wait_us(job));
+        metrics_observe(&m->metrics.compute_us, batcher_job_run_us(job));
+        metrics_observe(&m->metrics.total_us, (uint64_t)(ms_since(&req->t0) * 1e3));
+    }
 
     if (st == BATCHER_JOB_DONE && req->want_png) {
         ret = reply_png(req, batcher_job_payload(job));
@@ -756,10 +967,23 @@ static enum MHD_Result infer_answer(http_req *req)
         ret = reply(req, HTTP_OK, body, NONE);
     } else if (st == BATCHER_JOB_EXPIRED) {
         log_warn("model %s: request expired after %.0f ms in the queue", m->name, waited_ms);
-        ret = reply_error(req, HTTP_SERVICE_UNAVAILABLE, (reply_opts){.retry_after = true},
-                          "request waited %.0f ms in model %s's queue, over request_timeout_ms "
-                          "(%d): the server is overloaded, retry later",
-                          waited_ms, m->name, s->request_timeout_ms);
+        req->outcome = METRICS_EXPIRED;
+        if (req->timeout_us > 0)
+            ret = reply_error(req, HTTP_SERVICE_UNAVAILABLE, (reply_opts){.retry_after = true},
+                              "request waited %.0f ms in model %s's queue, over its "
+                              HTTP_TIMEOUT_HEADER " (%llu): the server is overloaded, retry "
+                              "later",
+                              waited_ms, m->name, (unsigned long long)(req->timeout_us / 1000));
+        else
+            ret = reply_error(req, HTTP_SERVICE_UNAVAILABLE, (reply_opts){.retry_after = true},
+                              "request waited %.0f ms in model %s's queue, over "
+                              "request_timeout_ms (%d): the server is overloaded, retry later",
+                              waited_ms, m->name, s->request_timeout_ms);
+    } else if (st == BATCHER_JOB_CANCELLED) {
+        /* The watcher saw the client go: nobody to answer, close the connection. */
+        req->outcome = METRICS_CANCELLED;
+        count_outcome(req, 0);
+        ret = MHD_NO;
     } else if (st == BATCHER_JOB_FAILED) {
         ret = reply_error(req, HTTP_INTERNAL_SERVER_ERROR, NONE, "inference failed: %s",
                           batcher_job_error(job));
@@ -786,6 +1010,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         req->srv = s;
         req->conn = conn;
+        req->outcome = -1;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        req->fd = ci != NULL ? (int)ci->connect_fd : -1;
         req->method = method;
         req->url = url;
         clock_gettime(CLOCK_MONOTONIC, &req->t0);
@@ -796,8 +1024,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * body is read; everything else is answered when fully received. */
         const struct infer_route *rt = NULL;
         registry_model *m = infer_target(s, url, method, &rt);
-        if (m != NULL)
+        if (m != NULL) {
+            req->target = m;
             return infer_begin(req, m, rt);
+        }
         return has_body(conn) ? route(req, url, method) : MHD_YES;
     }
     if (req->model == NULL) {
@@ -828,7 +1058,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     if (req->job != NULL) {
         /* Ended before the answer went out: the worker must not call back. */
+        waiting_remove(req);
         batcher_job_state prev = batcher_cancel(req->job);
+        req->outcome = METRICS_CANCELLED;
+        count_outcome(req, 0);
+        metrics_in_flight_add(&req->model->metrics, -1);
         log_debug("request ended (code %d) with its job %s", (int)toe,
                   batcher_job_state_str(prev));
         batcher_job_release(req->job);
@@ -900,13 +1134,24 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
     s->max_body = (size_t)cfg->max_body_bytes;
     s->max_images = cfg->max_images_per_request;
     s->request_timeout_ms = cfg->request_timeout_ms;
+    s->max_request_timeout_ms = cfg->max_request_timeout_ms;
     atomic_init(&s->in_flight, 0);
     atomic_init(&s->draining, false);
     snprintf(s->address, sizeof s->address, "%s", cfg->listen);
 
+    if (pthread_mutex_init(&s->waiting_mu, NULL) != 0) {
+        free(s);
+        return log_errbuf(err, errlen, "cannot create a mutex");
+    }
+    if (pthread_cond_init(&s->waiting_cv, NULL) != 0) {
+        pthread_mutex_destroy(&s->waiting_mu);
+        free(s);
+        return log_errbuf(err, errlen, "cannot create a condition variable");
+    }
+
     int family = AF_INET;
     if (open_listener(cfg, &s->listen_fd, &family, err, errlen) != 0) {
-        free(s);
+        http_stop(s);
         return -1;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
@@ -930,11 +1175,18 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
         MHD_OPTION_END);
     if (s->mhd == NULL) {
         close(s->listen_fd);
-        free(s);
+        http_stop(s);
         return log_errbuf(err, errlen, "cannot start the HTTP server on %s (libmicrohttpd refused; "
                                  "see the log above)",
                     cfg->listen);
     }
+    int rc = pthread_create(&s->watcher, NULL, watch_hangups, s);
+    if (rc != 0) {
+        http_stop(s);
+        return log_errbuf(err, errlen, "cannot start the hang-up watcher thread: %s",
+                          strerror(rc));
+    }
+    s->watcher_started = true;
     *out = s;
     return 0;
 }
@@ -968,6 +1220,17 @@ void http_stop(http_server *h)
 {
     if (h == NULL)
         return;
-    MHD_stop_daemon(h->mhd);
+    /* The watcher first: it may resume connections, which needs the daemon. */
+    if (h->watcher_started) {
+        pthread_mutex_lock(&h->waiting_mu);
+        h->watcher_stop = true;
+        pthread_cond_broadcast(&h->waiting_cv);
+        pthread_mutex_unlock(&h->waiting_mu);
+        pthread_join(h->watcher, NULL);
+    }
+    if (h->mhd != NULL)
+        MHD_stop_daemon(h->mhd);
+    pthread_cond_destroy(&h->waiting_cv);
+    pthread_mutex_destroy(&h->waiting_mu);
     free(h);
 }

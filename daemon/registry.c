@@ -64,6 +64,7 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
         m->max_batch_tokens = cm->max_batch_tokens;
         m->max_generate = cfg->max_generate_images;
         atomic_init(&m->ready, false);
+        model_metrics_init(&m->metrics);
         engine_err e;
         if (model_dir_read(cm->path, &m->md, &e) != ENGINE_OK) {
             log_errbuf(err, errlen, "model %s (%s): %s", cm->name, cm->path, e.msg);
@@ -94,6 +95,7 @@ static int start_serving(registry *r, registry_model *m, const batcher_config *l
     ws.batcher = m->batcher;
     ws.workers = m->workers;
     ws.max_batch = m->max_batch;
+    ws.metrics = &m->metrics;
     return worker_pool_start(&m->pool, &ws, err, errlen);
 }
 
@@ -209,8 +211,10 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
         rc = log_errbuf(err, errlen, "model %s: kind %s cannot be served", m->name,
                         model_kind_name(m->md.kind));
     }
-    if (rc == 0)
+    if (rc == 0) {
+        atomic_store(&m->metrics.load_us, (uint64_t)((now_ms() - t0) * 1e3));
         atomic_store_explicit(&m->ready, true, memory_order_release);
+    }
     return rc;
 }
 
@@ -313,6 +317,21 @@ void registry_model_info(registry_model *m, proto_model_info *out)
     out->height = m->md.preproc.height;
     out->width = m->md.preproc.width;
     out->classes = m->md.n_labels;
+}
+
+void registry_metrics_view(registry_model *m, metrics_model_view *out)
+{
+    bool ready = registry_model_ready(m);
+    *out = (metrics_model_view){
+        .name = m->name,
+        .kind = model_kind_name(m->md.kind),
+        .m = &m->metrics,
+        .ready = ready,
+        /* the batcher exists once ready has published it, and until registry_free */
+        .queue_depth = ready ? batcher_queued_jobs(m->batcher) : 0,
+        .queue_capacity = m->queue_capacity,
+        .max_batch = m->max_batch,
+    };
 }
 
 void registry_bert_model(registry_model *m, proto_bert_model *out)

@@ -21,6 +21,7 @@
 
 #include "daemon/batcher.h"
 #include "daemon/config.h"
+#include "daemon/metrics.h"
 #include "daemon/worker.h"
 #include "engine/engine.h"
 #include "engine/wordpiece.h"
@@ -41,6 +42,7 @@ typedef struct registry_model {
     wordpiece *tokenizer;   /* BERT: read-only, shared by every HTTP thread */
     bool has_nsp;           /* BERT: the checkpoint has the next-sentence head */
     atomic_bool ready;
+    model_metrics metrics;  /* updated by HTTP and worker threads, lock-free */
 } registry_model;
 
 typedef struct registry registry;
@@ -58,6 +60,8 @@ bool registry_model_ready(registry_model *m);
 /* True once every model is loaded, false again after registry_shutdown(). */
 bool registry_ready(registry *r);
 void registry_model_info(registry_model *m, proto_model_info *out);
+/* The model's metrics and gauges (queue depth now) for a scrape. */
+void registry_metrics_view(registry_model *m, metrics_model_view *out);
 /* What proto needs to parse requests for a ready BERT model. */
 void registry_bert_model(registry_model *m, proto_bert_model *out);
 /* What proto needs to parse and answer generate requests for a GAN model. */

@@ -70,9 +70,17 @@ static worker_task *task_of(batcher_job *job) { return batcher_job_payload(job);
 
 /* One forward pass over n stacked rows: the kind's engine call, and for a CNN the
  * softmax that turns logits into the probabilities the API returns. */
+/* Rows of one forward pass, for the batch-size histogram. */
+static void observe_batch(worker *w, int rows)
+{
+    if (w->pool->spec.metrics != NULL)
+        metrics_observe(&w->pool->spec.metrics->batch_rows, (uint64_t)rows);
+}
+
 static bool forward_rows(worker *w, const float *in, const int32_t *classes, int n, float *out,
                          engine_err *err)
 {
+    observe_batch(w, n);
     if (w->pool->spec.kind == MODEL_KIND_GAN)
         return engine_gan_forward(w->session, in, classes, n, out, err) == ENGINE_OK;
     if (engine_cnn_forward(w->session, in, n, out, err) != ENGINE_OK)
@@ -173,6 +181,7 @@ static bool run_bert_call(worker *w, batcher_job **jobs, int n, bool want_nsp, e
     int v = p->spec.vocab_size;
     for (int i = 0; i < n; i++)
         w->seqs[i] = task_of(jobs[i])->bert.seq;
+    observe_batch(w, n);
     if (engine_bert_forward(w->session, w->seqs, n, w->mlm, want_nsp ? w->nsp : NULL, err) !=
         ENGINE_OK)
         return false;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "daemon/batcher.h"
+#include "daemon/metrics.h"
 #include "engine/engine.h"
 #include "proto/model_dir.h"
 
@@ -63,6 +64,7 @@ typedef struct worker_pool_spec {
     batcher *batcher;
     int workers;
     int max_batch;               /* images (CNN) or sequences (BERT) per forward pass */
+    model_metrics *metrics;      /* batch sizes go here; NULL: not recorded */
     /* MODEL_KIND_BERT */
     int vocab_size;              /* MLM logits per mask: the checkpoint's vocabulary */
     int candidates;              /* ids that may be answered (tokens of vocab.txt) */

@@ -328,6 +328,46 @@ START_TEST(expiry)
 }
 END_TEST
 
+/* A request's own deadline: a later job with a short timeout expires before the
+ * earlier one with the batcher's long default, which stays queued and runs. */
+START_TEST(per_job_timeout)
+{
+    fake_clock clk = {0};
+    batcher *b = make(&clk, 16, 8, 10000, 50000);
+    record ra = {0}, rc = {0};
+    batcher_job *a = job(1, 1, &ra);
+    ck_assert_int_eq(batcher_submit(b, a), BATCHER_OK);
+    clk.now = 1000;
+    batcher_job *c = job(1, 2, &rc);
+    batcher_job_set_timeout(c, 2000);
+    ck_assert_int_eq(batcher_submit(b, c), BATCHER_OK);
+    batcher_job_set_timeout(c, 1); /* too late: submit fixed the deadline */
+    clk.now = 2999;
+    ck_assert_int_eq(batcher_expire(b), 0);
+    /* Not due yet: the wait reported is until c's deadline, before a's delay. */
+    uint64_t wait = 0;
+    batcher_job *jobs[8];
+    ck_assert_int_eq(batcher_try_take(b, jobs, 8, &wait), 0);
+    ck_assert_uint_eq(wait, 1);
+    clk.now = 3000;
+    ck_assert_int_eq(batcher_expire(b), 1);
+    ck_assert_int_eq(rc.seen, BATCHER_JOB_EXPIRED);
+    ck_assert_uint_eq(batcher_job_wait_us(c), 2000);
+    ck_assert_int_eq(batcher_queued_jobs(b), 1);
+    clk.now = 10000;
+    ck_assert_int_eq(batcher_try_take(b, jobs, 8, NULL), 1);
+    ck_assert_ptr_eq(jobs[0], a);
+    clk.now = 10250;
+    batcher_finish(jobs[0], true, NULL);
+    ck_assert_int_eq(ra.seen, BATCHER_JOB_DONE);
+    ck_assert_uint_eq(batcher_job_wait_us(a), 10000);
+    ck_assert_uint_eq(batcher_job_run_us(a), 250);
+    batcher_job_release(a);
+    batcher_job_release(c);
+    batcher_free(b);
+}
+END_TEST
+
 START_TEST(expired_jobs_free_queue_slots)
 {
     fake_clock clk = {0};
@@ -660,6 +700,7 @@ static Suite *batcher_suite(void)
 
     TCase *states = tcase_create("states");
     tcase_add_test(states, expiry);
+    tcase_add_test(states, per_job_timeout);
     tcase_add_test(states, expired_jobs_free_queue_slots);
     tcase_add_test(states, cancel_while_queued);
     tcase_add_test(states, cancel_while_running);

@@ -212,6 +212,7 @@ START_TEST(bounds_errors)
         {"max_batch_size", "5000", "allowed 1 to 4096"},
         {"max_images_per_request", "0", "allowed 1 to 100000"},
         {"request_timeout_ms", "0", "allowed 1 to 3600000"},
+        {"max_request_timeout_ms", "3600001", "allowed 1 to 3600000"},
         {"max_queue_delay_us", "1000001", "allowed 0 to 1000000"},
         {"workers", "two", "expected an integer"},
         {"workers", "2.5", "expected an integer"},
@@ -447,6 +448,21 @@ START_TEST(delay_must_be_below_timeout)
 }
 END_TEST
 
+START_TEST(timeout_within_its_maximum)
+{
+    config c;
+    char err[CONFIG_ERR_MAX];
+    ck_assert_int_eq(load_text(&c,
+                               "[server]\nrequest_timeout_ms = 5000\nmax_request_timeout_ms = 4000\n"
+                               "[model a]\npath = /a\n",
+                               err),
+                     0);
+    ck_assert_int_ne(config_finish(&c, err, sizeof err), 0);
+    ck_assert_contains(err, "request_timeout_ms (5000) must not exceed max_request_timeout_ms (4000)");
+    config_free(&c);
+}
+END_TEST
+
 START_TEST(too_many_models)
 {
     config c;
@@ -535,6 +551,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, no_default_model);
     tcase_add_test(tc, model_needs_path);
     tcase_add_test(tc, delay_must_be_below_timeout);
+    tcase_add_test(tc, timeout_within_its_maximum);
     tcase_add_test(tc, too_many_models);
     tcase_add_test(tc, blas_budget);
     tcase_add_test(tc, shipped_conf_documents_every_key);

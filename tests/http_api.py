@@ -309,6 +309,83 @@ def check_client_disconnect(d, labels):
     classify(d, {"image": b64png(synthetic(7))}, labels)
 
 
+def scrape(d):
+    """GET /metrics: {(name, frozenset of label items): value}, after checking the
+    text format: HELP and TYPE before each family, cumulative buckets ending in +Inf
+    that equal _count."""
+    status, hdrs, data = d.request("GET", "/metrics")
+    expect(status == 200, f"/metrics: {status} {data[:200]!r}")
+    expect(hdrs.get("content-type", "").startswith("text/plain; version=0.0.4"),
+           f"/metrics Content-Type {hdrs.get('content-type')!r}")
+    samples, typed = {}, {}
+    for line in data.decode("utf-8").splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            typed[name] = kind
+            continue
+        if line.startswith("#") or not line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        items = frozenset(tuple(kv.split("=", 1)) for kv in labels.rstrip("}").split(",")
+                          if kv)
+        family = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and name[:-len(suffix)] in typed:
+                family = name[:-len(suffix)]
+        expect(family in typed, f"/metrics: {name} has no # TYPE line")
+        expect(name.startswith("modeld_"), f"/metrics: {name} is not prefixed modeld_")
+        samples[(name, items)] = float(value)
+    for (name, items), count in samples.items():
+        if not name.endswith("_count") or typed.get(name[:-6]) != "histogram":
+            continue
+        base = name[:-6]
+        model = [kv for kv in items if kv[0] == "model"]
+        buckets = sorted((float(dict(k[1])["le"].strip('"')), v) for k, v in samples.items()
+                         if k[0] == base + "_bucket" and set(model) <= k[1])
+        values = [v for _, v in buckets]
+        expect(values == sorted(values) and buckets[-1][0] == float("inf")
+               and values[-1] == count, f"/metrics: {base} {model} buckets {buckets} vs {count}")
+    return samples
+
+
+def metric(samples, name, **labels):
+    want = frozenset((k, f'"{v}"') for k, v in labels.items())
+    return samples.get((name, want), 0.0)
+
+
+def check_metrics(d, labels):
+    """/metrics counts every outcome and fills the histograms."""
+    before = scrape(d)
+    classify(d, {"image": b64png(synthetic(3))}, labels)
+    refused(d, 400, "POST", CLASSIFY, {"image": 3})
+    refused(d, 405, "POST", "/metrics", {})
+    after = scrape(d)
+    for outcome, delta in (("ok", 1), ("client_error", 1), ("rejected", 0)):
+        got = (metric(after, "modeld_requests_total", model="fashion", outcome=outcome)
+               - metric(before, "modeld_requests_total", model="fashion", outcome=outcome))
+        expect(got == delta, f"modeld_requests_total {outcome} rose by {got}, not {delta}")
+    for h in ("modeld_request_queue_seconds", "modeld_request_compute_seconds",
+              "modeld_request_duration_seconds", "modeld_batch_size"):
+        got = metric(after, h + "_count", model="fashion") - metric(before, h + "_count",
+                                                                    model="fashion")
+        expect(got == 1, f"{h}_count rose by {got}, not 1")
+    expect(metric(after, "modeld_model_ready", model="fashion", kind="cnn") == 1,
+           "modeld_model_ready is not 1")
+    expect(metric(after, "modeld_model_load_seconds", model="fashion") > 0, "no load time")
+    expect(metric(after, "modeld_requests_in_flight", model="fashion") == 0, "in flight at rest")
+
+
+def check_request_timeout_header(d, labels):
+    """X-Request-Timeout-Ms must be 1..max_request_timeout_ms milliseconds."""
+    body = {"image": b64png(synthetic(2))}
+    for bad in ("0", "-5", "abc", "1.5", "300001", "99999999999999999999"):
+        refused(d, 400, "POST", CLASSIFY, body, {"X-Request-Timeout-Ms": bad},
+                contains="X-Request-Timeout-Ms")
+    status, _, _ = call(d, "POST", CLASSIFY, body, {"X-Request-Timeout-Ms": "60000"})
+    expect(status == 200, f"a valid timeout header: {status}")
+
+
 def check_concurrency(d, labels):
     """16 threads at once; each answer must be the one for that thread's image."""
     imgs = [synthetic(100 + i) for i in range(16)]
@@ -413,6 +490,62 @@ def check_expiry(fashion, labels, tmp):
         print(f"    request_timeout_ms 1: {len(expired)} of {len(answers)} expired")
 
 
+def wait_for(what, cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        expect(time.monotonic() < deadline, f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def check_hangup_and_deadline(fashion, labels, tmp):
+    """Queued work of a client that hangs up is dropped before it runs; a request's
+    own X-Request-Timeout-Ms expires it."""
+    conf = write_conf(tmp, "hangup.conf", "[server]\nmax_batch_size = 1\n")
+    big = {"images": [b64png(synthetic(s % 50)) for s in range(256)], "top_k": 1}
+    small = json.dumps({"image": b64png(synthetic(5))}).encode()
+    head = (f"POST {CLASSIFY} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(small)}\r\n\r\n").encode()
+    with testlib.Daemon({"fashion": fashion}, ["--config", conf]) as d:
+        def in_flight():
+            return metric(scrape(d), "modeld_requests_in_flight", model="fashion")
+
+        def submitted():  # in flight or already answered
+            m = scrape(d)
+            return (metric(m, "modeld_requests_in_flight", model="fashion")
+                    + metric(m, "modeld_requests_total", model="fashion", outcome="ok"))
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            # Three big requests keep the single worker busy, one image at a time.
+            bigs = []
+            for i in range(3):
+                bigs.append(pool.submit(call, d, "POST", CLASSIFY, big))
+                wait_for(f"big request {i} queued", lambda: submitted() >= i + 1)
+            socks = []
+            for i in range(5):
+                s = socket.create_connection(("127.0.0.1", d.port))
+                s.sendall(head + small)
+                socks.append(s)
+            wait_for("small requests queued", lambda: submitted() >= 8)
+            status, _, doc = call(d, "POST", CLASSIFY, json.loads(small),
+                                  {"X-Request-Timeout-Ms": "1"})
+            expect(status == 503 and "X-Request-Timeout-Ms (1)" in doc["error"],
+                   f"a 1 ms deadline behind busy work: {status} {doc}")
+            for s in socks:
+                s.close()
+            for f in bigs:
+                status, _, doc = f.result()
+                expect(status == 200, f"big request: {status} {doc}")
+        wait_for("in flight back to 0", lambda: in_flight() == 0)
+        m = scrape(d)
+        cancelled = metric(m, "modeld_requests_total", model="fashion", outcome="cancelled")
+        expired = metric(m, "modeld_requests_total", model="fashion", outcome="expired")
+        rows = metric(m, "modeld_batch_size_sum", model="fashion")
+        expect(cancelled == 5, f"{cancelled} cancelled, not 5")
+        expect(expired == 1, f"{expired} expired, not 1")
+        expect(rows == 3 * 256, f"{rows} rows ran: the hung-up requests' work was not dropped")
+        print(f"    5 clients hung up while queued: {cancelled:.0f} cancelled, rows run "
+              f"{rows:.0f} (the big requests' only); 1 expired by its own deadline")
+
+
 def check_shutdown_finishes_in_flight(fashion, labels, tmp):
     """SIGTERM while requests run: each is answered, then exit 0 (testlib checks)."""
     body = json.dumps({"images": [b64png(synthetic(s)) for s in range(64)], "top_k": 1})
@@ -508,7 +641,8 @@ def main():
         shared = [check_health, check_models, check_classify_image, check_classify_images,
                   check_pixels, check_top_k, check_bad_requests, check_routes,
                   check_media_types, check_unprocessable, check_keep_alive,
-                  check_client_disconnect, check_concurrency]
+                  check_client_disconnect, check_concurrency, check_metrics,
+                  check_request_timeout_header]
         try:
             with testlib.Daemon({"fashion": fashion, "exact": exact}) as d:
                 for fn in shared:
@@ -520,7 +654,8 @@ def main():
         except testlib.DaemonError as e:
             failed += 1
             print(f"FAIL daemon: {e}", flush=True)
-        for fn in (check_limits, check_queue_full, check_expiry, check_shutdown_finishes_in_flight,
+        for fn in (check_limits, check_queue_full, check_expiry, check_hangup_and_deadline,
+                   check_shutdown_finishes_in_flight,
                    check_startup_errors):
             run(fn.__name__, fn, fashion, labels, tmp)
     finally:
