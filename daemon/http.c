@@ -86,7 +86,8 @@ typedef struct http_req http_req;
 
 struct http_server {
     struct MHD_Daemon *mhd;
-    registry *reg;
+    pthread_mutex_t reg_mu;     /* guards reg against http_swap_registry */
+    registry *reg;              /* the models new requests go to */
     int listen_fd;
     size_t max_body;
     int max_images;
@@ -165,6 +166,7 @@ static void infer_task_free(void *p)
 
 struct http_req {
     http_server *srv;
+    registry *reg;          /* the registry it started with, referenced until it ends */
     struct MHD_Connection *conn;
     int fd;                 /* the connection's socket, for the hang-up watcher */
     registry_model *target; /* the model of an inference route, even if refused: metrics */
@@ -218,7 +220,7 @@ static void count_outcome(http_req *req, unsigned status)
     if (req->target == NULL || req->counted)
         return;
     req->counted = true;
-    metrics_count(&req->target->metrics, req->outcome >= 0 ? (metrics_outcome)req->outcome
+    metrics_count(req->target->metrics, req->outcome >= 0 ? (metrics_outcome)req->outcome
                                                             : outcome_of_status(status));
 }
 
@@ -291,7 +293,7 @@ static enum MHD_Result wrong_method(http_req *req, const char *method, const cha
 
 static enum MHD_Result route_models(http_req *req)
 {
-    registry *reg = req->srv->reg;
+    registry *reg = req->reg;
     int n = registry_count(reg);
     proto_model_info *infos = calloc((size_t)(n > 0 ? n : 1), sizeof *infos);
     if (infos == NULL)
@@ -305,7 +307,7 @@ static enum MHD_Result route_models(http_req *req)
 
 static enum MHD_Result route_metrics(http_req *req)
 {
-    registry *reg = req->srv->reg;
+    registry *reg = req->reg;
     int n = registry_count(reg);
     metrics_model_view *views = calloc((size_t)(n > 0 ? n : 1), sizeof *views);
     if (views == NULL)
@@ -457,14 +459,14 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
 static const char MODELS_PREFIX[] = "/v1/models/";
 
 /* The model named by the len bytes at name (a URL segment), or NULL. */
-static registry_model *find_model(http_server *s, const char *name, size_t len)
+static registry_model *find_model(registry *reg, const char *name, size_t len)
 {
     char buf[CONFIG_NAME_MAX];
     if (len == 0 || len >= sizeof buf)
         return NULL;
     memcpy(buf, name, len);
     buf[len] = '\0';
-    return registry_find(s->reg, buf);
+    return registry_find(reg, buf);
 }
 
 /* The route of a URL tail ("/classify"), or NULL. */
@@ -478,7 +480,7 @@ static const struct infer_route *infer_route_of(const char *rest)
 
 /* The model of POST /v1/models/{name}/{classify,fill-mask,next-sentence} (of any
  * kind: infer_begin() refuses a mismatch), or NULL for any other request. */
-static registry_model *infer_target(http_server *s, const char *url, const char *method,
+static registry_model *infer_target(registry *reg, const char *url, const char *method,
                                     const struct infer_route **rt)
 {
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 ||
@@ -488,7 +490,7 @@ static registry_model *infer_target(http_server *s, const char *url, const char 
     const char *slash = strchr(name, '/');
     if (slash == NULL || (*rt = infer_route_of(slash)) == NULL)
         return NULL;
-    return find_model(s, name, (size_t)(slash - name));
+    return find_model(reg, name, (size_t)(slash - name));
 }
 
 static bool has_body(struct MHD_Connection *c)
@@ -517,7 +519,7 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
         if (atomic_load(&s->draining))
             return reply_error(req, HTTP_SERVICE_UNAVAILABLE, NONE,
                                "the server is shutting down");
-        if (!registry_ready(s->reg))
+        if (!registry_ready(req->reg))
             return reply_error(req, HTTP_SERVICE_UNAVAILABLE, NONE,
                                "models are still loading; GET /v1/models shows which");
         return reply(req, HTTP_OK, proto_format_status("ready"), NONE);
@@ -544,7 +546,7 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
             return wrong_method(req, method, url, ALLOW_POST);
         if (!infer && !get)
             return wrong_method(req, method, url, ALLOW_GET);
-        registry_model *m = find_model(s, name, name_len);
+        registry_model *m = find_model(req->reg, name, name_len);
         if (m == NULL)
             return reply_error(req, HTTP_NOT_FOUND, NONE,
                                "unknown model '%.*s'; GET /v1/models lists the models served here",
@@ -864,7 +866,7 @@ static enum MHD_Result infer_submit(http_req *req)
     req->job = job;
     batcher_status bs = batcher_submit(m->batcher, job);
     if (bs == BATCHER_OK) {
-        metrics_in_flight_add(&m->metrics, 1);
+        metrics_in_flight_add(m->metrics, 1);
         waiting_add(req);
     } else {
         req->job = NULL;
@@ -946,14 +948,14 @@ static enum MHD_Result infer_answer(http_req *req)
     batcher_job *job = req->job;
     waiting_remove(req);
     req->job = NULL;
-    metrics_in_flight_add(&m->metrics, -1);
+    metrics_in_flight_add(m->metrics, -1);
     enum MHD_Result ret;
     batcher_job_state st = batcher_job_state_get(job);
     double waited_ms = (double)batcher_job_wait_us(job) / 1e3;
     if (st == BATCHER_JOB_DONE) {
-        metrics_observe(&m->metrics.queue_us, batcher_job_wait_us(job));
-        metrics_observe(&m->metrics.compute_us, batcher_job_run_us(job));
-        metrics_observe(&m->metrics.total_us, (uint64_t)(ms_since(&req->t0) * 1e3));
+        metrics_observe(&m->metrics->queue_us, batcher_job_wait_us(job));
+        metrics_observe(&m->metrics->compute_us, batcher_job_run_us(job));
+        metrics_observe(&m->metrics->total_us, (uint64_t)(ms_since(&req->t0) * 1e3));
     }
 
     if (st == BATCHER_JOB_DONE && req->want_png) {
@@ -1009,6 +1011,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req == NULL)
             return MHD_NO;
         req->srv = s;
+        pthread_mutex_lock(&s->reg_mu);
+        req->reg = s->reg;
+        registry_ref(req->reg);
+        pthread_mutex_unlock(&s->reg_mu);
         req->conn = conn;
         req->outcome = -1;
         const union MHD_ConnectionInfo *ci =
@@ -1023,7 +1029,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * wrong kind, 415, 413, 503, 422 without a next-sentence head), before its
          * body is read; everything else is answered when fully received. */
         const struct infer_route *rt = NULL;
-        registry_model *m = infer_target(s, url, method, &rt);
+        registry_model *m = infer_target(req->reg, url, method, &rt);
         if (m != NULL) {
             req->target = m;
             return infer_begin(req, m, rt);
@@ -1062,7 +1068,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         batcher_job_state prev = batcher_cancel(req->job);
         req->outcome = METRICS_CANCELLED;
         count_outcome(req, 0);
-        metrics_in_flight_add(&req->model->metrics, -1);
+        metrics_in_flight_add(req->model->metrics, -1);
         log_debug("request ended (code %d) with its job %s", (int)toe,
                   batcher_job_state_str(prev));
         batcher_job_release(req->job);
@@ -1070,6 +1076,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         log_debug("request ended (code %d) before an answer", (int)toe);
     }
     free(req->body);
+    registry_unref(req->reg);
     free(req);
     *req_cls = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
@@ -1143,8 +1150,14 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
         free(s);
         return log_errbuf(err, errlen, "cannot create a mutex");
     }
+    if (pthread_mutex_init(&s->reg_mu, NULL) != 0) {
+        pthread_mutex_destroy(&s->waiting_mu);
+        free(s);
+        return log_errbuf(err, errlen, "cannot create a mutex");
+    }
     if (pthread_cond_init(&s->waiting_cv, NULL) != 0) {
         pthread_mutex_destroy(&s->waiting_mu);
+        pthread_mutex_destroy(&s->reg_mu);
         free(s);
         return log_errbuf(err, errlen, "cannot create a condition variable");
     }
@@ -1193,6 +1206,15 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
 
 const char *http_address(const http_server *h) { return h->address; }
 
+registry *http_swap_registry(http_server *h, registry *next)
+{
+    pthread_mutex_lock(&h->reg_mu);
+    registry *old = h->reg;
+    h->reg = next;
+    pthread_mutex_unlock(&h->reg_mu);
+    return old;
+}
+
 void http_quiesce(http_server *h)
 {
     if (h == NULL || atomic_exchange(&h->draining, true))
@@ -1232,5 +1254,6 @@ void http_stop(http_server *h)
         MHD_stop_daemon(h->mhd);
     pthread_cond_destroy(&h->waiting_cv);
     pthread_mutex_destroy(&h->waiting_mu);
+    pthread_mutex_destroy(&h->reg_mu);
     free(h);
 }

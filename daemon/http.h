@@ -8,7 +8,8 @@
  *   http_drain(h, grace_ms);     // requests being uploaded get queued (or not)
  *   registry_shutdown(reg);      // queues run dry: every connection resumed
  *   http_drain(h, grace_ms);  http_stop(h);
- * Ownership: the server borrows the registry, which must outlive http_stop().
+ * Ownership: the server borrows the registry, which must outlive http_stop() (or,
+ * after http_swap_registry, the last request holding it).
  */
 #ifndef MODELD_DAEMON_HTTP_H
 #define MODELD_DAEMON_HTTP_H
@@ -24,6 +25,10 @@ typedef struct http_server http_server;
 int http_start(http_server **out, const config *cfg, registry *reg, char *err, size_t errlen);
 /* "127.0.0.1:8080" as bound, for the log. */
 const char *http_address(const http_server *h);
+/* Reload: requests from now on go to next; those already started keep the registry
+ * they hold a reference on (registry_ref).  Returns the old registry, which the
+ * caller frees once registry_refs() reaches 0. */
+registry *http_swap_registry(http_server *h, registry *next);
 void http_quiesce(http_server *h);
 /* Waits until no request is in flight, or timeout_ms; true if none is left. */
 bool http_drain(http_server *h, int timeout_ms);

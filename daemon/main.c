@@ -2,8 +2,14 @@
  *
  * Reads the settings (exit 2 on any bad one), decides the BLAS thread budget once,
  * reads the model directories, starts HTTP (so /v2/health/live answers while the
- * weights load), loads the models and their workers, then sleeps until SIGTERM or
- * SIGINT.  Shutdown: stop accepting, give requests being uploaded a moment to be
+ * weights load), loads the models and their workers, then sleeps until a signal.
+ * SIGHUP reloads: the config is read again and every model loaded into a second
+ * registry while the first keeps serving; then new requests go to the new one,
+ * and the old one is freed once the last request that started on it is answered
+ * (checked every SIGNAL_POLL_MS).  A reload that fails anywhere keeps the old
+ * registry serving and logs why.  Settings of the HTTP server itself (listen,
+ * http_threads, body and request limits) and blas_threads take a restart.
+ * SIGTERM/SIGINT: stop accepting, give requests being uploaded a moment to be
  * queued, close the queues and run everything in them (every queued request is
  * answered), stop HTTP, free, exit 0.
  *
@@ -17,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +43,12 @@ enum { EXIT_STARTUP = 1, EXIT_USAGE = 2 };
 /* How long shutdown waits for requests that are not queued yet (being uploaded or
  * parsed) before closing the queues, and for answers to go out afterwards. */
 #define SHUTDOWN_GRACE_MS 2000
+
+/* How often the main thread looks for retired registries to free. */
+#define SIGNAL_POLL_MS 100
+
+/* Registries replaced by a reload, kept until no request holds them. */
+#define MAX_RETIRED 16
 
 static int signal_pipe[2] = {-1, -1};
 
@@ -61,15 +74,21 @@ static int install_signals(void)
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+        sigaction(SIGHUP, &sa, NULL) != 0)
         return -1;
     /* A client that hangs up mid-answer must not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
     return 0;
 }
 
-static int wait_for_signal(void)
+/* The next signal, or 0 after timeout_ms without one. */
+static int wait_for_signal(int timeout_ms)
 {
+    struct pollfd p = {.fd = signal_pipe[0], .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    if (n == 0 || (n < 0 && errno == EINTR))
+        return 0;
     unsigned char b = 0;
     for (;;) {
         ssize_t r = read(signal_pipe[0], &b, 1);
@@ -79,6 +98,86 @@ static int wait_for_signal(void)
             continue;
         return SIGTERM; /* the pipe broke: treat as a request to stop */
     }
+}
+
+static void notify_systemd(const char *state)
+{
+#ifdef HAVE_SYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
+typedef struct retired_list {
+    registry *r[MAX_RETIRED];
+    int n;
+} retired_list;
+
+/* Frees the retired registries no request holds any more (all of them if wait). */
+static void free_retired(retired_list *ret, bool wait)
+{
+    int kept = 0;
+    for (int i = 0; i < ret->n; i++) {
+        registry *r = ret->r[i];
+        if (!wait && registry_refs(r) > 0) {
+            ret->r[kept++] = r;
+            continue;
+        }
+        registry_shutdown(r); /* drains its queue: every request on it is answered */
+        registry_free(r);
+        log_info("reload: the previous models are freed");
+    }
+    ret->n = kept;
+}
+
+/* SIGHUP: the new config and models, loaded beside the serving ones, then swapped
+ * in.  0, or -1 with the old state still serving. */
+static int reload(int argc, char **argv, config *cfg, registry **reg, http_server *http,
+                  retired_list *ret)
+{
+    char err[CONFIG_ERR_MAX];
+    if (ret->n == MAX_RETIRED) {
+        log_error("reload refused: %d earlier reloads still have requests in flight", ret->n);
+        return -1;
+    }
+    config next_cfg;
+    config_action action;
+    if (config_from_args(&next_cfg, argc, argv, &action, err, sizeof err) != 0) {
+        log_error("reload failed, still serving the previous models: %s", err);
+        config_free(&next_cfg);
+        return -1;
+    }
+    if (strcmp(next_cfg.listen, cfg->listen) != 0 || next_cfg.http_threads != cfg->http_threads ||
+        next_cfg.max_body_bytes != cfg->max_body_bytes ||
+        next_cfg.max_images_per_request != cfg->max_images_per_request ||
+        next_cfg.request_timeout_ms != cfg->request_timeout_ms ||
+        next_cfg.max_request_timeout_ms != cfg->max_request_timeout_ms ||
+        next_cfg.blas_threads != cfg->blas_threads)
+        log_warn("reload: listen, http_threads, max_body_bytes, max_images_per_request, "
+                 "request_timeout_ms, max_request_timeout_ms and blas_threads take a restart; "
+                 "their old values stay");
+    registry *next = NULL;
+    if (registry_create(&next_cfg, *reg, &next, err, sizeof err) != 0 ||
+        registry_load(next, err, sizeof err) != 0) {
+        log_error("reload failed, still serving the previous models: %s", err);
+        registry_free(next);
+        config_free(&next_cfg);
+        return -1;
+    }
+    ret->r[ret->n++] = http_swap_registry(http, next);
+    *reg = next;
+    /* Keep the settings HTTP was started with; take the models'. */
+    config old = *cfg;
+    *cfg = next_cfg;
+    snprintf(cfg->listen, sizeof cfg->listen, "%s", old.listen);
+    cfg->http_threads = old.http_threads;
+    config_free(&old);
+    log_level level;
+    if (log_level_parse(cfg->log_level, &level))
+        log_set_level(level);
+    log_info("reloaded: %d model(s) serving", registry_count(next));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -121,7 +220,7 @@ int main(int argc, char **argv)
              PACKAGE_VERSION, cores, blas);
 
     registry *reg = NULL;
-    if (registry_create(&cfg, &reg, err, sizeof err) != 0) {
+    if (registry_create(&cfg, NULL, &reg, err, sizeof err) != 0) {
         log_error("%s", err);
         config_free(&cfg);
         return EXIT_USAGE;
@@ -146,16 +245,25 @@ int main(int argc, char **argv)
         return EXIT_STARTUP;
     }
     log_info("ready: %d model(s) loaded", registry_count(reg));
-#ifdef HAVE_SYSTEMD
-    sd_notify(0, "READY=1");
-#endif
+    notify_systemd("READY=1");
 
-    int sig = wait_for_signal();
+    retired_list retired = {.n = 0};
+    int sig;
+    for (;;) {
+        sig = wait_for_signal(SIGNAL_POLL_MS);
+        free_retired(&retired, false);
+        if (sig == SIGHUP) {
+            log_info("received SIGHUP: reloading the config and models");
+            notify_systemd("RELOADING=1");
+            reload(argc, argv, &cfg, &reg, http, &retired);
+            notify_systemd("READY=1");
+        } else if (sig != 0) {
+            break;
+        }
+    }
     log_info("received %s: finishing requests in flight",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
-#ifdef HAVE_SYSTEMD
-    sd_notify(0, "STOPPING=1");
-#endif
+    notify_systemd("STOPPING=1");
     http_quiesce(http);
     /* A short grace for requests still arriving on open connections to be queued;
      * a client stalled mid-upload does not hold the shutdown longer than this. */
@@ -163,10 +271,13 @@ int main(int argc, char **argv)
     /* Close the queues and join the workers: every queued job is run and answered,
      * so every suspended connection is resumed before MHD_stop_daemon. */
     registry_shutdown(reg);
+    for (int i = 0; i < retired.n; i++)
+        registry_shutdown(retired.r[i]);
     if (!http_drain(http, SHUTDOWN_GRACE_MS))
         log_warn("connections still busy after %d ms (stalled clients); closing them",
                  SHUTDOWN_GRACE_MS);
     http_stop(http);
+    free_retired(&retired, true);
     registry_free(reg);
     config_free(&cfg);
     close(signal_pipe[0]);

@@ -45,7 +45,7 @@ static void histogram_init(metrics_histogram *h, const uint64_t *bounds, int n)
     atomic_init(&h->sum, 0);
 }
 
-void model_metrics_init(model_metrics *m)
+static void model_metrics_init(model_metrics *m)
 {
     for (int i = 0; i < METRICS_N_OUTCOMES; i++)
         atomic_init(&m->requests[i], 0);
@@ -55,6 +55,27 @@ void model_metrics_init(model_metrics *m)
     histogram_init(&m->batch_rows, BATCH_BOUNDS, COUNT_OF(BATCH_BOUNDS));
     atomic_init(&m->in_flight, 0);
     atomic_init(&m->load_us, 0);
+    atomic_init(&m->refs, 1);
+}
+
+model_metrics *model_metrics_new(void)
+{
+    model_metrics *m = malloc(sizeof *m);
+    if (m != NULL)
+        model_metrics_init(m);
+    return m;
+}
+
+model_metrics *model_metrics_retain(model_metrics *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void model_metrics_release(model_metrics *m)
+{
+    if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1)
+        free(m);
 }
 
 void metrics_count(model_metrics *m, metrics_outcome o)

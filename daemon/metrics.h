@@ -2,15 +2,18 @@
  * written out in the Prometheus text format (docs/METRICS.md lists every metric).
  *
  * Use:
- *   model_metrics m;  model_metrics_init(&m);          // one per served model
- *   metrics_count(&m, METRICS_OK);                      // any thread, lock-free
- *   metrics_observe(&m.total_us, elapsed_us);
- *   metrics_model_view views[] = {{.name = "fashion", .m = &m, .queue_depth = 3, ...}};
+ *   model_metrics *m = model_metrics_new();            // one per served model name
+ *   metrics_count(m, METRICS_OK);                       // any thread, lock-free
+ *   metrics_observe(&m->total_us, elapsed_us);
+ *   metrics_model_view views[] = {{.name = "fashion", .m = m, .queue_depth = 3, ...}};
  *   char *text = metrics_format(views, 1);  ...  free(text);
+ *   model_metrics_release(m);
  * Every update is a relaxed atomic add: a scrape may see one request's histogram
  * observation before its outcome counter, never a torn value.
- * Ownership: model_metrics is plain memory owned by whoever embeds it (the
- * registry's model entry); metrics_format() returns malloc'd text the caller frees.
+ * Ownership: a model_metrics is reference-counted, so the entries of an old and a
+ * reloaded registry that serve the same model name share one set of counters
+ * (requests finishing on the old model still count); the last release frees it.
+ * metrics_format() returns malloc'd text the caller frees.
  */
 #ifndef MODELD_DAEMON_METRICS_H
 #define MODELD_DAEMON_METRICS_H
@@ -51,9 +54,13 @@ typedef struct model_metrics {
     metrics_histogram batch_rows; /* per forward pass: images, sequences or latents */
     _Atomic int64_t in_flight;    /* submitted to the queue and not answered yet */
     _Atomic uint64_t load_us;     /* how long loading the weights and workers took */
+    atomic_int refs;
 } model_metrics;
 
-void model_metrics_init(model_metrics *m);
+/* Zeroed metrics with one reference; NULL if out of memory. */
+model_metrics *model_metrics_new(void);
+model_metrics *model_metrics_retain(model_metrics *m);
+void model_metrics_release(model_metrics *m);
 void metrics_count(model_metrics *m, metrics_outcome o);
 void metrics_observe(metrics_histogram *h, uint64_t value);
 void metrics_in_flight_add(model_metrics *m, int delta);

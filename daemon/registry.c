@@ -29,6 +29,7 @@
 struct registry {
     registry_model *models;
     int n;
+    atomic_int refs;
     uint64_t timeout_us, max_delay_us;
 };
 
@@ -39,7 +40,8 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
+int registry_create(const config *cfg, registry *previous, registry **out, char *err,
+                    size_t errlen)
 {
     *out = NULL;
     registry *r = calloc(1, sizeof *r);
@@ -64,14 +66,19 @@ int registry_create(const config *cfg, registry **out, char *err, size_t errlen)
         m->max_batch_tokens = cm->max_batch_tokens;
         m->max_generate = cfg->max_generate_images;
         atomic_init(&m->ready, false);
-        model_metrics_init(&m->metrics);
+        registry_model *before = previous ? registry_find(previous, m->name) : NULL;
+        m->metrics = before ? model_metrics_retain(before->metrics) : model_metrics_new();
+        r->n = i + 1; /* so registry_free() releases what has been made */
+        if (m->metrics == NULL) {
+            registry_free(r);
+            return log_errbuf(err, errlen, "out of memory");
+        }
         engine_err e;
         if (model_dir_read(cm->path, &m->md, &e) != ENGINE_OK) {
             log_errbuf(err, errlen, "model %s (%s): %s", cm->name, cm->path, e.msg);
             registry_free(r);
             return -1;
         }
-        r->n = i + 1; /* so registry_free() releases what has been read */
     }
     *out = r;
     return 0;
@@ -95,7 +102,7 @@ static int start_serving(registry *r, registry_model *m, const batcher_config *l
     ws.batcher = m->batcher;
     ws.workers = m->workers;
     ws.max_batch = m->max_batch;
-    ws.metrics = &m->metrics;
+    ws.metrics = m->metrics;
     return worker_pool_start(&m->pool, &ws, err, errlen);
 }
 
@@ -212,7 +219,7 @@ static int load_one(registry *r, registry_model *m, char *err, size_t errlen)
                         model_kind_name(m->md.kind));
     }
     if (rc == 0) {
-        atomic_store(&m->metrics.load_us, (uint64_t)((now_ms() - t0) * 1e3));
+        atomic_store(&m->metrics->load_us, (uint64_t)((now_ms() - t0) * 1e3));
         atomic_store_explicit(&m->ready, true, memory_order_release);
     }
     return rc;
@@ -252,10 +259,15 @@ void registry_free(registry *r)
         engine_model_free(m->model);
         wordpiece_free(m->tokenizer);
         model_dir_free(&m->md);
+        model_metrics_release(m->metrics);
     }
     free(r->models);
     free(r);
 }
+
+void registry_ref(registry *r) { atomic_fetch_add(&r->refs, 1); }
+void registry_unref(registry *r) { atomic_fetch_sub(&r->refs, 1); }
+int registry_refs(registry *r) { return atomic_load(&r->refs); }
 
 int registry_count(const registry *r) { return r->n; }
 
@@ -325,7 +337,7 @@ void registry_metrics_view(registry_model *m, metrics_model_view *out)
     *out = (metrics_model_view){
         .name = m->name,
         .kind = model_kind_name(m->md.kind),
-        .m = &m->metrics,
+        .m = m->metrics,
         .ready = ready,
         /* the batcher exists once ready has published it, and until registry_free */
         .queue_depth = ready ? batcher_queued_jobs(m->batcher) : 0,

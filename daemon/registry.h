@@ -2,13 +2,18 @@
  *
  * Use (main thread):
  *   registry *r;
- *   registry_create(&cfg, &r, err, sizeof err);   // reads every model directory (fast)
+ *   registry_create(&cfg, NULL, &r, err, sizeof err); // reads every model directory (fast)
  *   ... start HTTP: /v2/health/ready says 503 meanwhile ...
  *   registry_load(r, err, sizeof err);            // weights, queues, workers; then ready
  *   ... serve ...
  *   registry_shutdown(r);  registry_free(r);      // drain queues, join workers
  * HTTP threads: registry_find(r, name), then registry_model_ready() before touching
  * its engine model or batcher.
+ * Reload: build and load a second registry from the new config (passing the
+ * current one as `previous`, so models of the same name keep their metrics), swap
+ * it in, and free the old one once registry_refs() says no request holds it: each
+ * request takes a reference (registry_ref) on the registry it started with and
+ * finishes on that registry's models and workers.
  * Ownership: the registry owns every model entry and all it holds; entries live
  * until registry_free(), so a pointer from registry_find() stays valid until then.
  */
@@ -42,16 +47,23 @@ typedef struct registry_model {
     wordpiece *tokenizer;   /* BERT: read-only, shared by every HTTP thread */
     bool has_nsp;           /* BERT: the checkpoint has the next-sentence head */
     atomic_bool ready;
-    model_metrics metrics;  /* updated by HTTP and worker threads, lock-free */
+    model_metrics *metrics; /* updated by HTTP and worker threads, lock-free; shared
+                             * with the entry of the same name across a reload */
 } registry_model;
 
 typedef struct registry registry;
 
-int registry_create(const config *cfg, registry **out, char *err, size_t errlen);
+int registry_create(const config *cfg, registry *previous, registry **out, char *err,
+                    size_t errlen);
 int registry_load(registry *r, char *err, size_t errlen);
 /* Stop taking requests and wait until every queued one has been answered. */
 void registry_shutdown(registry *r);
 void registry_free(registry *r);
+
+/* Requests holding r.  Atomic; any thread. */
+void registry_ref(registry *r);
+void registry_unref(registry *r);
+int registry_refs(registry *r);
 
 int registry_count(const registry *r);
 registry_model *registry_at(registry *r, int i);
