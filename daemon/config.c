@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "daemon/log.h"
@@ -44,6 +45,8 @@ typedef enum opt_type {
     OPT_LISTEN,    /* HOST:PORT or [IPv6]:PORT */
     OPT_LOG_LEVEL, /* debug | info | warn | error */
     OPT_PATH,      /* a directory; existence is checked when the model loads */
+    OPT_FILE,      /* a file path, may be empty (the feature is off); read at start */
+    OPT_BOOL,      /* yes | no | true | false | on | off | 1 | 0, into an int */
 } opt_type;
 
 typedef enum opt_scope {
@@ -98,6 +101,14 @@ static const config_option options[] = {
      "how long a worker waits for more requests to fill a batch; 0 = run what is queued"},
     {SERVER(log_level), OPT_LOG_LEVEL, "info", 0, 0, offsetof(config, log_level),
      "least severe log lines written to stderr: debug, info, warn or error"},
+    {SERVER(access_log), OPT_BOOL, "no", 0, 0, offsetof(config, access_log),
+     "one info line per request: id, method, path, model, status, latency, batch"},
+    {SERVER(auth_token_file), OPT_FILE, "", 0, 0, offsetof(config, auth_token_file),
+     "file holding a bearer token every request must send (Authorization: Bearer); empty = off"},
+    {SERVER(auth_open_health), OPT_BOOL, "yes", 0, 0, offsetof(config, auth_open_health),
+     "with auth on: /v2/health/live and /ready answer without the token"},
+    {SERVER(auth_open_metrics), OPT_BOOL, "no", 0, 0, offsetof(config, auth_open_metrics),
+     "with auth on: /metrics answers without the token"},
     {MODEL(path), OPT_PATH, NULL, 0, 0, offsetof(config_model, path),
      "model directory: config.json, model.safetensors, labels.txt (docs/MODELS.md); required"},
     {MODEL(workers), OPT_INT, NULL, 1, 256, offsetof(config_model, workers),
@@ -344,6 +355,22 @@ int config_set(config *c, const char *section, const char *key, const char *valu
                         value);
         strcpy(c->log_level, value);
         return 0;
+    }
+    case OPT_FILE:
+        if (strlen(value) >= PATH_MAX)
+            return log_errbuf(err, errlen, "%s: path too long", where);
+        strcpy((char *)field, value);
+        return 0;
+    case OPT_BOOL: {
+        static const char *const yes[] = {"yes", "true", "on", "1"};
+        static const char *const no[] = {"no", "false", "off", "0"};
+        for (int i = 0; i < 4; i++) {
+            if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+                *(int *)field = strcasecmp(value, yes[i]) == 0;
+                return 0;
+            }
+        }
+        return log_errbuf(err, errlen, "%s = '%.32s': expected yes or no", where, value);
     }
     case OPT_PATH:
         if (value[0] == '\0')

@@ -7,7 +7,8 @@
  *       config_free(&cfg);
  * Ownership: a config owns its models array; config_free() releases it.
  * Precedence: built-in defaults < the --config file < command-line flags.
- * Nothing is reloadable at run time: a change takes a restart.
+ * SIGHUP re-runs config_from_args() and serves the new models (main.c); the keys
+ * the HTTP server copies at start take a restart.
  */
 #ifndef MODELD_DAEMON_CONFIG_H
 #define MODELD_DAEMON_CONFIG_H
@@ -49,6 +50,10 @@ typedef struct config {
     int max_request_timeout_ms;       /* bound of a request's own X-Request-Timeout-Ms */
     int max_queue_delay_us;
     char log_level[16];
+    int access_log;                   /* bool: one log line per request */
+    char auth_token_file[PATH_MAX];   /* "" = no authentication */
+    int auth_open_health;             /* bool */
+    int auth_open_metrics;            /* bool */
     /* [model NAME] sections and --model flags */
     config_model *models;
     int n_models;

@@ -33,6 +33,7 @@
 
 #include "daemon/http.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -65,6 +66,12 @@
 /* The header a request sets its own queue deadline with, in milliseconds. */
 #define HTTP_TIMEOUT_HEADER "X-Request-Timeout-Ms"
 
+/* X-Request-Id values taken from clients: at most this long, [A-Za-z0-9._:-]. */
+#define HTTP_REQUEST_ID_MAX 128
+
+/* A bearer token file is at most this big. */
+#define HTTP_TOKEN_MAX 4096
+
 /* A body buffer starts at most this big and doubles as data arrives. */
 #define HTTP_BODY_FIRST_ALLOC (256 * 1024)
 
@@ -73,6 +80,7 @@
 enum {
     HTTP_OK = 200,
     HTTP_BAD_REQUEST = 400,
+    HTTP_UNAUTHORIZED = 401,
     HTTP_NOT_FOUND = 404,
     HTTP_METHOD_NOT_ALLOWED = 405,
     HTTP_CONTENT_TOO_LARGE = 413,
@@ -95,6 +103,11 @@ struct http_server {
     int max_request_timeout_ms;
     atomic_int in_flight;   /* requests between first call and on_completed */
     atomic_bool draining;
+    char *token;            /* bearer token (auth_token_file), NULL: no auth */
+    size_t token_len;
+    bool open_health, open_metrics, access_log;
+    uint64_t id_base;       /* random; request ids are id_base + a counter */
+    _Atomic uint64_t next_id;
     char address[CONFIG_HOST_MAX + 16];
     /* Requests suspended on a job, for the hang-up watcher (see watch_hangups). */
     pthread_mutex_t waiting_mu;
@@ -186,6 +199,9 @@ struct http_req {
     char deferred_msg[256];
     const char *method, *url; /* libmicrohttpd's, valid for the request; for logs */
     struct timespec t0;
+    char id[HTTP_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or made here */
+    uint64_t queue_us, compute_us;    /* for the access log, once a job ran */
+    int batch_rows;
     /* Guarded by srv->waiting_mu. */
     http_req *wprev, *wnext;
     bool waiting;           /* in srv->waiting */
@@ -229,8 +245,45 @@ static void count_outcome(http_req *req, unsigned status)
 typedef struct reply_opts {
     const char *allow;  /* Allow header for 405 */
     bool retry_after;   /* Retry-After: 1 for 503 */
+    bool challenge;     /* WWW-Authenticate for 401 */
     const char *content_type; /* NULL: application/json */
 } reply_opts;
+
+/* A copy of s safe for a log line: control bytes (libmicrohttpd unescapes %0a in
+ * URLs) and anything outside printable ASCII become '?'. */
+static void printable(char *dst, size_t n, const char *s)
+{
+    size_t i = 0;
+    for (; s != NULL && s[i] != '\0' && i + 1 < n; i++)
+        dst[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    dst[i] = '\0';
+}
+
+/* What every answer carries and every answer does: the request id, Connection:
+ * close while draining; queued, counted, logged. */
+static enum MHD_Result send_response(http_req *req, unsigned status, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "X-Request-Id", req->id);
+    /* While draining, let keep-alive clients go after this answer. */
+    if (atomic_load(&req->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(req->conn, status, r);
+    MHD_destroy_response(r);
+    count_outcome(req, status);
+    if (req->srv->access_log) {
+        char path[160];
+        printable(path, sizeof path, req->url);
+        log_info("access id=%s method=%.16s path=%s model=%s status=%u ms=%.3f queue_ms=%.3f "
+                 "compute_ms=%.3f batch=%d",
+                 req->id, req->method, path, req->target ? req->target->name : "-", status,
+                 ms_since(&req->t0), (double)req->queue_us / 1e3, (double)req->compute_us / 1e3,
+                 req->batch_rows);
+    } else {
+        log_debug("%.16s %.128s -> %u in %.1f ms", req->method, req->url, status,
+                  ms_since(&req->t0));
+    }
+    return ret;
+}
 
 /* Queues body (malloc'd JSON, taken over; NULL means formatting ran out of memory). */
 static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_opts o)
@@ -253,15 +306,9 @@ static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_o
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, o.allow);
     if (o.retry_after)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    /* While draining, let keep-alive clients go after this answer. */
-    if (atomic_load(&req->srv->draining))
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ret = MHD_queue_response(req->conn, status, r);
-    MHD_destroy_response(r);
-    count_outcome(req, status);
-    log_debug("%.16s %.128s -> %u in %.1f ms", req->method, req->url, status,
-              ms_since(&req->t0));
-    return ret;
+    if (o.challenge)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"modeld\"");
+    return send_response(req, status, r);
 }
 
 __attribute__((format(printf, 4, 5))) static enum MHD_Result
@@ -932,12 +979,7 @@ static enum MHD_Result reply_png(http_req *req, infer_task *t)
         snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->gen.seeds[0]);
         MHD_add_response_header(r, "X-Seed", seed);
     }
-    if (atomic_load(&req->srv->draining))
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ret = MHD_queue_response(req->conn, HTTP_OK, r);
-    MHD_destroy_response(r);
-    count_outcome(req, HTTP_OK);
-    return ret;
+    return send_response(req, HTTP_OK, r);
 }
 
 /* Resumed after on_job_done(): turn the job's state into the answer. */
@@ -952,6 +994,9 @@ static enum MHD_Result infer_answer(http_req *req)
     enum MHD_Result ret;
     batcher_job_state st = batcher_job_state_get(job);
     double waited_ms = (double)batcher_job_wait_us(job) / 1e3;
+    req->queue_us = batcher_job_wait_us(job);
+    req->compute_us = batcher_job_run_us(job);
+    req->batch_rows = ((infer_task *)batcher_job_payload(job))->wt.batch_rows;
     if (st == BATCHER_JOB_DONE) {
         metrics_observe(&m->metrics->queue_us, batcher_job_wait_us(job));
         metrics_observe(&m->metrics->compute_us, batcher_job_run_us(job));
@@ -997,6 +1042,80 @@ static enum MHD_Result infer_answer(http_req *req)
     return ret;
 }
 
+/* ---- request ids and access control ------------------------------------------------ */
+
+/* The client's X-Request-Id if it is a sane one, else a fresh 16-hex-digit id. */
+static void assign_request_id(http_server *s, http_req *req)
+{
+    const char *given = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    bool ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)given[i]) || strchr("._:-", given[i]) != NULL;
+    if (ok)
+        memcpy(req->id, given, n + 1);
+    else
+        snprintf(req->id, sizeof req->id, "%016llx",
+                 (unsigned long long)(s->id_base + atomic_fetch_add(&s->next_id, 1)));
+}
+
+/* Routes that answer without the token when the config says so. */
+static bool auth_exempt(const http_server *s, const char *url)
+{
+    if (s->open_health &&
+        (strcmp(url, "/v2/health/live") == 0 || strcmp(url, "/v2/health/ready") == 0))
+        return true;
+    return s->open_metrics && strcmp(url, "/metrics") == 0;
+}
+
+/* Does the request carry "Authorization: Bearer <token>"?  The comparison takes the
+ * same time wherever the first wrong byte is, so the token cannot be guessed byte
+ * by byte from response times; only the length the client sent shows. */
+static bool authorized(const http_server *s, struct MHD_Connection *conn)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    const char *got = h + 7;
+    while (*got == ' ')
+        got++;
+    size_t n = strlen(got);
+    unsigned diff = n != s->token_len;
+    for (size_t i = 0; i < s->token_len; i++)
+        diff |= (unsigned char)s->token[i] ^ (unsigned char)(i < n ? got[i] : 0);
+    return diff == 0;
+}
+
+/* auth_token_file: the token is the file's content without trailing whitespace. */
+static int load_token(http_server *s, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return log_errbuf(err, errlen, "auth_token_file %s: %s", path, strerror(errno));
+    char *buf = malloc(HTTP_TOKEN_MAX + 2);
+    size_t n = buf ? fread(buf, 1, HTTP_TOKEN_MAX + 1, f) : 0;
+    fclose(f);
+    if (buf == NULL)
+        return log_errbuf(err, errlen, "out of memory");
+    while (n > 0 && isspace((unsigned char)buf[n - 1]))
+        n--;
+    buf[n] = '\0';
+    bool printable_token = n > 0;
+    for (size_t i = 0; i < n; i++)
+        printable_token = printable_token && buf[i] > 0x20 && buf[i] < 0x7f;
+    if (n > HTTP_TOKEN_MAX || !printable_token) {
+        free(buf);
+        return log_errbuf(err, errlen,
+                          "auth_token_file %s: the token must be 1 to %d printable characters "
+                          "without spaces",
+                          path, HTTP_TOKEN_MAX);
+    }
+    s->token = buf;
+    s->token_len = n;
+    return 0;
+}
+
 /* ---- libmicrohttpd callbacks -------------------------------------------------- */
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1025,6 +1144,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         clock_gettime(CLOCK_MONOTONIC, &req->t0);
         *req_cls = req;
         atomic_fetch_add(&s->in_flight, 1);
+        assign_request_id(s, req);
+        /* Before anything else, and before a body is read: 401 closes the connection. */
+        if (s->token != NULL && !auth_exempt(s, url) && !authorized(s, conn))
+            return reply_error(req, HTTP_UNAUTHORIZED, (reply_opts){.challenge = true},
+                               "this server requires a bearer token: send 'Authorization: "
+                               "Bearer <token>' (the token in the server's auth_token_file)");
         /* An inference request may be refused on its headers alone (404 for the
          * wrong kind, 415, 413, 503, 422 without a next-sentence head), before its
          * body is read; everything else is answered when fully received. */
@@ -1142,6 +1267,12 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
     s->max_images = cfg->max_images_per_request;
     s->request_timeout_ms = cfg->request_timeout_ms;
     s->max_request_timeout_ms = cfg->max_request_timeout_ms;
+    s->open_health = cfg->auth_open_health;
+    s->open_metrics = cfg->auth_open_metrics;
+    s->access_log = cfg->access_log;
+    if (getrandom(&s->id_base, sizeof s->id_base, 0) != (ssize_t)sizeof s->id_base)
+        s->id_base = (uint64_t)time(NULL) << 20;
+    atomic_init(&s->next_id, 0);
     atomic_init(&s->in_flight, 0);
     atomic_init(&s->draining, false);
     snprintf(s->address, sizeof s->address, "%s", cfg->listen);
@@ -1162,6 +1293,10 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
         return log_errbuf(err, errlen, "cannot create a condition variable");
     }
 
+    if (cfg->auth_token_file[0] != '\0' && load_token(s, cfg->auth_token_file, err, errlen) != 0) {
+        http_stop(s);
+        return -1;
+    }
     int family = AF_INET;
     if (open_listener(cfg, &s->listen_fd, &family, err, errlen) != 0) {
         http_stop(s);
@@ -1255,5 +1390,6 @@ void http_stop(http_server *h)
     pthread_cond_destroy(&h->waiting_cv);
     pthread_mutex_destroy(&h->waiting_mu);
     pthread_mutex_destroy(&h->reg_mu);
+    free(h->token);
     free(h);
 }

@@ -153,10 +153,13 @@ static int reload(int argc, char **argv, config *cfg, registry **reg, http_serve
         next_cfg.max_images_per_request != cfg->max_images_per_request ||
         next_cfg.request_timeout_ms != cfg->request_timeout_ms ||
         next_cfg.max_request_timeout_ms != cfg->max_request_timeout_ms ||
-        next_cfg.blas_threads != cfg->blas_threads)
+        next_cfg.blas_threads != cfg->blas_threads || next_cfg.access_log != cfg->access_log ||
+        strcmp(next_cfg.auth_token_file, cfg->auth_token_file) != 0 ||
+        next_cfg.auth_open_health != cfg->auth_open_health ||
+        next_cfg.auth_open_metrics != cfg->auth_open_metrics)
         log_warn("reload: listen, http_threads, max_body_bytes, max_images_per_request, "
-                 "request_timeout_ms, max_request_timeout_ms and blas_threads take a restart; "
-                 "their old values stay");
+                 "request_timeout_ms, max_request_timeout_ms, blas_threads, access_log and "
+                 "auth_* take a restart; their old values stay");
     registry *next = NULL;
     if (registry_create(&next_cfg, *reg, &next, err, sizeof err) != 0 ||
         registry_load(next, err, sizeof err) != 0) {

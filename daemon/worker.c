@@ -249,6 +249,14 @@ static void *worker_main(void *arg)
                 ok = false;
             }
         }
+        /* For logs: sequences of a BERT batch, rows (at most a pass) of a stacked one. */
+        int rows = 0;
+        for (int i = 0; i < n_jobs; i++)
+            rows += p->spec.kind == MODEL_KIND_BERT ? 1 : batcher_job_units(w->jobs[i]);
+        if (rows > p->spec.max_batch)
+            rows = p->spec.max_batch;
+        for (int i = 0; i < n_jobs; i++)
+            task_of(w->jobs[i])->batch_rows = rows;
         if (ok)
             ok = p->spec.kind == MODEL_KIND_BERT ? run_bert(w, w->jobs, n_jobs, &err)
                                                  : run_rows(w, w->jobs, n_jobs, &err);

@@ -49,6 +49,7 @@ typedef struct worker_bert_task {
 /* The payload of every batcher job of the daemon; kind is the model's. */
 typedef struct worker_task {
     model_kind kind;
+    int batch_rows;          /* written by the worker: rows of the forward pass it ran in */
     union {
         worker_rows_task rows; /* MODEL_KIND_CNN, MODEL_KIND_GAN */
         worker_bert_task bert;

@@ -1,0 +1,160 @@
+#!/usr/bin/python3
+"""Bearer-token access control, request ids and the access log.
+
+With auth_token_file set, every route but the ones the config leaves open
+answers 401 with a JSON error and WWW-Authenticate unless the request sends
+"Authorization: Bearer <token>".  Every answer echoes X-Request-Id (the
+client's, or a fresh one), and access_log writes one line per request with that
+id and never the body.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_api  # noqa: E402  (its inputs and model directories)
+import testlib  # noqa: E402
+
+Failure, expect, call = testlib.Failure, testlib.expect, testlib.call_json
+TOKEN = "tok-3f9c1e-Zq"
+CLASSIFY = "/v1/models/fashion/classify"
+
+
+def status_of(d, method, path, body=None, headers=None):
+    status, hdrs, _ = d.request(method, path, body, headers)
+    return status, hdrs
+
+
+def check_refused(d):
+    body = {"image": http_api.b64png(http_api.synthetic(1))}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
+                    {"Authorization": "Bearer "}):
+        for method, path, b in (("POST", CLASSIFY, body), ("GET", "/v1/models", None),
+                                ("GET", "/metrics", None)):
+            status, hdrs, doc = call(d, method, path, b, headers) if path != "/metrics" else \
+                (*status_of(d, method, path, b, headers), None)
+            expect(status == 401, f"{method} {path} with {headers}: {status}, expected 401")
+            expect(hdrs.get("www-authenticate", "").startswith("Bearer"),
+                   f"401 without WWW-Authenticate: {hdrs}")
+            if doc is not None:
+                expect("Authorization: Bearer" in doc["error"], f"401 message: {doc}")
+
+
+def check_accepted(d):
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    status, _, doc = call(d, "POST", CLASSIFY, {"image": http_api.b64png(http_api.synthetic(2))},
+                          ok)
+    expect(status == 200 and doc["predictions"], f"classify with the token: {status} {doc}")
+    for path in ("/v1/models", "/metrics"):
+        expect(status_of(d, "GET", path, None, ok)[0] == 200, f"GET {path} with the token")
+    # health stays open (auth_open_health defaults to yes)
+    for path in ("/v2/health/live", "/v2/health/ready"):
+        expect(status_of(d, "GET", path)[0] == 200, f"GET {path} without a token")
+
+
+def check_request_ids(d):
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    _, hdrs = status_of(d, "GET", "/v1/models", None, {**ok, "X-Request-Id": "client-id.42"})
+    expect(hdrs.get("x-request-id") == "client-id.42", f"X-Request-Id not echoed: {hdrs}")
+    made = [status_of(d, "GET", "/v1/models", None, ok)[1].get("x-request-id") for _ in range(3)]
+    expect(all(m and len(m) == 16 for m in made) and len(set(made)) == 3,
+           f"made-up request ids: {made}")
+    # an id with spaces or control bytes is not echoed into headers and logs
+    _, hdrs = status_of(d, "GET", "/v1/models", None, {**ok, "X-Request-Id": "bad id"})
+    expect(hdrs.get("x-request-id") != "bad id", "an id with a space was echoed")
+
+
+def check_access_log(d):
+    with open(d.log.name, errors="replace") as f:
+        lines = [ln for ln in f if " access id=" in ln]
+    expect(any("id=client-id.42 " in ln and "status=200" in ln for ln in lines),
+           "no access line for the client's request id")
+    expect(any("status=401" in ln for ln in lines), "no access line for a 401")
+    ok = [ln for ln in lines if "path=/v1/models/fashion/classify" in ln and "status=200" in ln]
+    expect(ok and "model=fashion" in ok[0] and " batch=1" in ok[0], f"classify line: {ok[:1]}")
+    expect(not any("iVBOR" in ln or "image" in ln for ln in lines), "a request body was logged")
+    print(f"    {len(lines)} access lines, e.g. {ok[0].split(' ', 2)[-1].strip()}")
+
+
+def check_metrics_open(fashion, tmp, token_file):
+    conf = os.path.join(tmp, "open.conf")
+    with open(conf, "w") as f:
+        f.write(f"[server]\nauth_token_file = {token_file}\nauth_open_health = no\n"
+                "auth_open_metrics = yes\n")
+    # testlib waits for /v2/health/ready, which now needs the token: poll by hand
+    d = testlib.Daemon({"fashion": fashion}, ["--config", conf])
+    d.wait_ready = lambda: wait_ready_with_token(d)
+    with d:
+        expect(status_of(d, "GET", "/metrics")[0] == 200, "open /metrics refused")
+        expect(status_of(d, "GET", "/v2/health/ready")[0] == 401, "closed health answered")
+
+
+def wait_ready_with_token(d):
+    import time
+    deadline = time.monotonic() + d.READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if d.proc.poll() is not None:
+            return False
+        try:
+            if status_of(d, "GET", "/v2/health/ready", None,
+                         {"Authorization": f"Bearer {TOKEN}"})[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def check_bad_token_file(fashion, tmp):
+    for name, content in (("missing", None), ("empty", "\n"), ("spaces", "a b\n")):
+        path = os.path.join(tmp, name)
+        if content is not None:
+            with open(path, "w") as f:
+                f.write(content)
+        conf = os.path.join(tmp, name + ".conf")
+        with open(conf, "w") as f:
+            f.write(f"[server]\nauth_token_file = {path}\n")
+        d = testlib.Daemon({"fashion": fashion}, ["--config", conf])
+        try:
+            d.start()
+        except testlib.DaemonError:
+            with open(d.log.name) as f:
+                text = f.read()
+            expect("auth_token_file" in text, f"{name} token file: log lacks the reason: {text}")
+            continue
+        d.kill()
+        raise Failure(f"started with a {name} token file")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="modeld-auth-")
+    try:
+        fashion, _, _ = http_api.model_dirs(tmp)
+        token_file = os.path.join(tmp, "token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        conf = os.path.join(tmp, "auth.conf")
+        with open(conf, "w") as f:
+            f.write(f"[server]\nauth_token_file = {token_file}\naccess_log = yes\n")
+        with testlib.Daemon({"fashion": fashion}, ["--config", conf]) as d:
+            for check in (check_refused, check_accepted, check_request_ids, check_access_log):
+                check(d)
+                print(f"ok   {check.__name__}", flush=True)
+        check_metrics_open(fashion, tmp, token_file)
+        print("ok   check_metrics_open", flush=True)
+        check_bad_token_file(fashion, tmp)
+        print("ok   check_bad_token_file", flush=True)
+    except (Failure, testlib.DaemonError, OSError) as e:
+        print(f"FAIL {e}", flush=True)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("http_auth: passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
