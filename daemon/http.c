@@ -35,6 +35,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -50,6 +51,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "daemon/log.h"
 #include "proto/proto.h"
@@ -1220,6 +1224,39 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- start and stop ------------------------------------------------------------- */
 
+/* Socket activation (systemd/modeld.socket): the listening socket systemd passed,
+ * as fd 3 with LISTEN_FDS=1.  1 and the fd, 0 if none was passed (or modeld was
+ * built without libsystemd), -1 on a passed fd that cannot serve. */
+static int passed_listener(http_server *s, int *fd_out, int *family, char *err, size_t errlen)
+{
+#ifdef HAVE_SYSTEMD
+    int n = sd_listen_fds(1); /* 1: unset LISTEN_FDS, so no child inherits it */
+    if (n <= 0)
+        return n < 0 ? log_errbuf(err, errlen, "socket activation: %s", strerror(-n)) : 0;
+    int fd = SD_LISTEN_FDS_START;
+    if (n > 1 || sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
+        return log_errbuf(err, errlen,
+                          "socket activation: expected one listening TCP socket, got %d fd(s)", n);
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&sa, len, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return log_errbuf(err, errlen, "socket activation: cannot read the socket's address");
+    snprintf(s->address, sizeof s->address, sa.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+             host, port);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    *fd_out = fd;
+    *family = sa.ss_family;
+    return 1;
+#else
+    (void)s, (void)fd_out, (void)family, (void)err, (void)errlen;
+    return 0;
+#endif
+}
+
 /* Our own listening socket, so a bind failure gets a clear message. */
 static int open_listener(const config *cfg, int *fd_out, int *family, char *err, size_t errlen)
 {
@@ -1298,7 +1335,8 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
         return -1;
     }
     int family = AF_INET;
-    if (open_listener(cfg, &s->listen_fd, &family, err, errlen) != 0) {
+    int passed = passed_listener(s, &s->listen_fd, &family, err, errlen);
+    if (passed < 0 || (passed == 0 && open_listener(cfg, &s->listen_fd, &family, err, errlen) != 0)) {
         http_stop(s);
         return -1;
     }

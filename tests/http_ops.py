@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Bearer-token access control, request ids and the access log.
+"""Operations: bearer-token access control, request ids, the access log, socket
+activation.
 
 With auth_token_file set, every route but the ones the config leaves open
 answers 401 with a JSON error and WWW-Authenticate unless the request sends
@@ -129,8 +130,44 @@ def check_bad_token_file(fashion, tmp):
         raise Failure(f"started with a {name} token file")
 
 
+def check_socket_activation(fashion):
+    """The listening socket systemd passes (LISTEN_FDS) is served, not a new one."""
+    import shutil as sh
+    import subprocess
+    import time
+    tool = sh.which("systemd-socket-activate")
+    if tool is None:
+        print("    skipped: no systemd-socket-activate (Debian package systemd)")
+        return
+    port = testlib.free_port()
+    proc = subprocess.Popen([tool, "-l", f"127.0.0.1:{port}", testlib.daemon_binary(),
+                             "--listen", "127.0.0.1:1", "--model", f"fashion={fashion}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the socket exists before modeld runs: the first request starts it
+            try:
+                status, _, _ = testlib.http(port, "GET", "/v2/health/ready", timeout=5)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            expect(time.monotonic() < deadline and proc.poll() is None,
+                   "socket-activated modeld never became ready")
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode(errors="replace")
+    if "socket activation" in out or "listening on http://127.0.0.1:1 " in out:
+        raise Failure(f"modeld did not serve the passed socket:\n{out}")
+    expect(f"listening on http://127.0.0.1:{port}" in out,
+           f"log does not show the passed socket:\n{out}")
+    expect(proc.returncode == 0, f"exit status {proc.returncode} after SIGTERM")
+    print(f"    served the socket passed on fd 3 (127.0.0.1:{port}); --listen ignored")
+
+
 def main():
-    tmp = tempfile.mkdtemp(prefix="modeld-auth-")
+    tmp = tempfile.mkdtemp(prefix="modeld-ops-")
     try:
         fashion, _, _ = http_api.model_dirs(tmp)
         token_file = os.path.join(tmp, "token")
@@ -147,12 +184,14 @@ def main():
         print("ok   check_metrics_open", flush=True)
         check_bad_token_file(fashion, tmp)
         print("ok   check_bad_token_file", flush=True)
+        check_socket_activation(fashion)
+        print("ok   check_socket_activation", flush=True)
     except (Failure, testlib.DaemonError, OSError) as e:
         print(f"FAIL {e}", flush=True)
         return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("http_auth: passed")
+    print("http_ops: passed")
     return 0
 
 
