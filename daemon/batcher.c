@@ -313,10 +313,8 @@ batcher_status batcher_create(const batcher_config *cfg, batcher **out)
     return BATCHER_OK;
 }
 
-void batcher_free(batcher *b)
+int batcher_fail_queued(batcher *b, const char *error)
 {
-    if (b == NULL)
-        return;
     pthread_mutex_lock(&b->mu);
     b->closed = true;
     batcher_job *list = NULL, **tail = &list;
@@ -324,13 +322,21 @@ void batcher_free(batcher *b)
         batcher_job *j = b->head;
         unlink_locked(b, j);
         j->state = BATCHER_JOB_FAILED;
-        snprintf(j->error, sizeof j->error, "the server is shutting down");
+        snprintf(j->error, sizeof j->error, "%s", error);
         j->in_callback = j->notify != NULL;
         *tail = j;
         tail = &j->next;
     }
+    pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
-    finish_outside(b, list);
+    return finish_outside(b, list);
+}
+
+void batcher_free(batcher *b)
+{
+    if (b == NULL)
+        return;
+    batcher_fail_queued(b, "the server is shutting down");
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     pthread_cond_destroy(&b->cb_done);

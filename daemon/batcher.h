@@ -128,6 +128,9 @@ bool batcher_job_cancelled(batcher_job *job);
 /* Stop accepting jobs; batcher_take() drains what is queued, ignoring
  * max_delay_us, then returns 0. */
 void batcher_close(batcher *b);
+/* Close, and fail every job still queued with error (callbacks run); returns how
+ * many.  Jobs already taken by a worker are not touched. */
+int batcher_fail_queued(batcher *b, const char *error);
 /* Wake blocked takers to look again (tests, after moving an injected clock). */
 void batcher_wake(batcher *b);
 

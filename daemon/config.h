@@ -49,6 +49,7 @@ typedef struct config {
     int request_timeout_ms;
     int max_request_timeout_ms;       /* bound of a request's own X-Request-Timeout-Ms */
     int max_queue_delay_us;
+    int shutdown_timeout_ms;          /* SIGTERM: how long queued work may still run */
     char log_level[16];
     int access_log;                   /* bool: one log line per request */
     char auth_token_file[PATH_MAX];   /* "" = no authentication */

@@ -117,6 +117,7 @@ struct http_server {
     pthread_mutex_t waiting_mu;
     pthread_cond_t waiting_cv;  /* a watched request was let go; or stop */
     http_req *waiting;          /* doubly linked through wprev/wnext */
+    int n_waiting;
     bool watcher_stop;
     bool watcher_started;
     pthread_t watcher;
@@ -679,6 +680,7 @@ static void waiting_add(http_req *req)
         s->waiting->wprev = req;
     s->waiting = req;
     req->waiting = true;
+    s->n_waiting++;
     pthread_mutex_unlock(&s->waiting_mu);
 }
 
@@ -697,6 +699,7 @@ static void waiting_remove(http_req *req)
             req->wnext->wprev = req->wprev;
         req->wprev = req->wnext = NULL;
         req->waiting = false;
+        s->n_waiting--;
     }
     pthread_mutex_unlock(&s->waiting_mu);
 }
@@ -1035,6 +1038,9 @@ static enum MHD_Result infer_answer(http_req *req)
         req->outcome = METRICS_CANCELLED;
         count_outcome(req, 0);
         ret = MHD_NO;
+    } else if (st == BATCHER_JOB_FAILED && atomic_load(&s->draining)) {
+        ret = reply_error(req, HTTP_SERVICE_UNAVAILABLE, (reply_opts){.retry_after = true},
+                          "not run: %s", batcher_job_error(job));
     } else if (st == BATCHER_JOB_FAILED) {
         ret = reply_error(req, HTTP_INTERNAL_SERVER_ERROR, NONE, "inference failed: %s",
                           batcher_job_error(job));
@@ -1396,6 +1402,23 @@ void http_quiesce(http_server *h)
     /* After quiescing, the listening socket is ours to close. */
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+}
+
+bool http_settle(http_server *h, int timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        pthread_mutex_lock(&h->waiting_mu);
+        bool settled = atomic_load(&h->in_flight) <= h->n_waiting;
+        pthread_mutex_unlock(&h->waiting_mu);
+        if (settled)
+            return true;
+        if (ms_since(&t0) >= timeout_ms)
+            return false;
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
 }
 
 bool http_drain(http_server *h, int timeout_ms)

@@ -5,7 +5,7 @@
  *   if (http_start(&h, &cfg, reg, err, sizeof err) != 0) ...   // bound and serving
  *   ... wait for a signal ...
  *   http_quiesce(h);             // stop accepting; /v2/health/ready -> 503
- *   http_drain(h, grace_ms);     // requests being uploaded get queued (or not)
+ *   http_settle(h, grace_ms);    // requests being uploaded get queued (or not)
  *   registry_shutdown(reg);      // queues run dry: every connection resumed
  *   http_drain(h, grace_ms);  http_stop(h);
  * Ownership: the server borrows the registry, which must outlive http_stop() (or,
@@ -30,6 +30,9 @@ const char *http_address(const http_server *h);
  * caller frees once registry_refs() reaches 0. */
 registry *http_swap_registry(http_server *h, registry *next);
 void http_quiesce(http_server *h);
+/* Waits until every request in flight is queued on a job (none is still being
+ * uploaded, parsed or answered), or timeout_ms; true if so. */
+bool http_settle(http_server *h, int timeout_ms);
 /* Waits until no request is in flight, or timeout_ms; true if none is left. */
 bool http_drain(http_server *h, int timeout_ms);
 void http_stop(http_server *h);

@@ -270,9 +270,16 @@ int main(int argc, char **argv)
     http_quiesce(http);
     /* A short grace for requests still arriving on open connections to be queued;
      * a client stalled mid-upload does not hold the shutdown longer than this. */
-    http_drain(http, SHUTDOWN_GRACE_MS);
-    /* Close the queues and join the workers: every queued job is run and answered,
-     * so every suspended connection is resumed before MHD_stop_daemon. */
+    http_settle(http, SHUTDOWN_GRACE_MS);
+    /* Close the queues, run what is queued for up to shutdown_timeout_ms (failing
+     * the rest with 503), join the workers: every queued job is answered, so every
+     * suspended connection is resumed before MHD_stop_daemon. */
+    int dropped = registry_drain(reg, cfg.shutdown_timeout_ms);
+    for (int i = 0; i < retired.n; i++)
+        dropped += registry_drain(retired.r[i], 0);
+    if (dropped > 0)
+        log_warn("%d queued request(s) not run within shutdown_timeout_ms (%d): answered 503",
+                 dropped, cfg.shutdown_timeout_ms);
     registry_shutdown(reg);
     for (int i = 0; i < retired.n; i++)
         registry_shutdown(retired.r[i]);

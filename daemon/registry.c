@@ -247,6 +247,32 @@ void registry_shutdown(registry *r)
         worker_pool_join(r->models[i].pool);
 }
 
+int registry_drain(registry *r, int timeout_ms)
+{
+    for (int i = 0; i < r->n; i++)
+        atomic_store_explicit(&r->models[i].ready, false, memory_order_release);
+    for (int i = 0; i < r->n; i++)
+        if (r->models[i].batcher)
+            batcher_close(r->models[i].batcher);
+    double deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int queued = 0;
+        for (int i = 0; i < r->n; i++)
+            if (r->models[i].batcher)
+                queued += batcher_queued_jobs(r->models[i].batcher);
+        if (queued == 0 || now_ms() >= deadline)
+            break;
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    int failed = 0;
+    for (int i = 0; i < r->n; i++)
+        if (r->models[i].batcher)
+            failed += batcher_fail_queued(r->models[i].batcher,
+                                          "the server is shutting down (shutdown_timeout_ms)");
+    return failed;
+}
+
 void registry_free(registry *r)
 {
     if (r == NULL)

@@ -58,6 +58,10 @@ int registry_create(const config *cfg, registry *previous, registry **out, char 
 int registry_load(registry *r, char *err, size_t errlen);
 /* Stop taking requests and wait until every queued one has been answered. */
 void registry_shutdown(registry *r);
+/* Stop taking requests and give the queues timeout_ms to run dry; what is still
+ * queued then fails ("shutting down").  Returns how many failed.  Follow with
+ * registry_shutdown() to wait for the batches running. */
+int registry_drain(registry *r, int timeout_ms);
 void registry_free(registry *r);
 
 /* Requests holding r.  Atomic; any thread. */

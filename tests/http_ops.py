@@ -166,6 +166,45 @@ def check_socket_activation(fashion):
     print(f"    served the socket passed on fd 3 (127.0.0.1:{port}); --listen ignored")
 
 
+def check_shutdown_timeout(fashion, tmp):
+    """SIGTERM with shutdown_timeout_ms = 0: the running batch finishes (200), what is
+    still queued is answered 503 at once, nothing is left unanswered, exit 0."""
+    import concurrent.futures
+    import signal
+    import time
+    conf = os.path.join(tmp, "stop.conf")
+    with open(conf, "w") as f:
+        f.write("[server]\nshutdown_timeout_ms = 0\nmax_batch_size = 1\n")
+    big = {"images": [http_api.b64png(http_api.synthetic(s % 40)) for s in range(256)]}
+    d = testlib.Daemon({"fashion": fashion}, ["--config", conf])
+    d.start()
+    try:
+        def in_flight():
+            _, _, data = d.request("GET", "/metrics")
+            for line in data.decode().splitlines():
+                if line.startswith('modeld_requests_in_flight{model="fashion"}'):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(call, d, "POST", CLASSIFY, big) for _ in range(4)]
+            deadline = time.monotonic() + 20
+            while in_flight() < 4:
+                expect(time.monotonic() < deadline, "the requests never queued")
+                time.sleep(0.005)
+            d.proc.send_signal(signal.SIGTERM)
+            statuses = [f.result()[0] for f in futures]
+            errors = [f.result()[2]["error"] for f in futures if f.result()[0] == 503]
+        code = d.proc.wait(timeout=30)
+    finally:
+        d.kill()
+    expect(code == 0, f"exit status {code}")
+    expect(statuses.count(200) >= 1 and statuses.count(503) >= 1
+           and statuses.count(200) + statuses.count(503) == 4, f"statuses {statuses}")
+    expect(all("shutting down" in e for e in errors), f"503 messages: {errors}")
+    print(f"    SIGTERM with 4 requests in flight: {statuses.count(200)} finished, "
+          f"{statuses.count(503)} answered 503 (shutdown_timeout_ms 0), exit 0")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="modeld-ops-")
     try:
@@ -186,6 +225,8 @@ def main():
         print("ok   check_bad_token_file", flush=True)
         check_socket_activation(fashion)
         print("ok   check_socket_activation", flush=True)
+        check_shutdown_timeout(fashion, tmp)
+        print("ok   check_shutdown_timeout", flush=True)
     except (Failure, testlib.DaemonError, OSError) as e:
         print(f"FAIL {e}", flush=True)
         return 1
