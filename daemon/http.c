@@ -1225,7 +1225,13 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    log_warn("libmicrohttpd: %s", msg);
+    /* The handler returns MHD_NO on purpose to close the connection of a client
+     * that hung up while queued (infer_answer); libmicrohttpd calls that an internal
+     * error.  Routine under load, so not a warning. */
+    if (strncmp(msg, "Application reported internal error", 35) == 0)
+        log_debug("libmicrohttpd: %s", msg);
+    else
+        log_warn("libmicrohttpd: %s", msg);
 }
 
 /* ---- start and stop ------------------------------------------------------------- */
