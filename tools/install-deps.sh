@@ -6,7 +6,7 @@ build="build-essential autoconf automake libtool pkg-config
   libmicrohttpd-dev libjansson-dev libinih-dev libstb-dev libutf8proc-dev libopenblas-dev libsystemd-dev check"
 # The golden and accuracy tests compare with PyTorch on Debian's dataset.
 test="python3 python3-torch python3-torchvision python3-numpy python3-pil dataset-fashion-mnist
-  curl systemd"
+  curl systemd wrk"
 apt_get() { if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
 export DEBIAN_FRONTEND=noninteractive
 apt_get update -q
