@@ -159,6 +159,7 @@ typedef struct infer_task {
     proto_classify_req classify;  /* owns the inputs; form and top_k */
     float *probs;                 /* (N,K) */
     proto_fill_mask_req fill;     /* owns ids, masks, targets */
+    engine_bert_seq seq;          /* fill-mask, next-sentence: the one sequence */
     int32_t *top_ids;             /* (n_mask, top_k) */
     float *top_scores;            /* (n_mask, top_k) */
     proto_next_sentence_req pair; /* owns ids, segment ids */
@@ -811,9 +812,11 @@ static int task_fill_mask(http_req *req, infer_task *t, int *units, proto_error 
     if (t->top_ids == NULL || t->top_scores == NULL)
         return HTTP_INTERNAL_SERVER_ERROR;
     t->wt.kind = MODEL_KIND_BERT;
+    t->seq = (engine_bert_seq){.ids = f->ids, .type_ids = NULL, .len = f->len,
+                               .mask_pos = f->mask_pos, .n_mask = f->n_mask};
     t->wt.bert = (worker_bert_task){
-        .seq = {.ids = f->ids, .type_ids = NULL, .len = f->len, .mask_pos = f->mask_pos,
-                .n_mask = f->n_mask},
+        .seqs = &t->seq,
+        .n_seqs = 1,
         .top_k = f->top_k,
         .targets = f->targets,
         .n_targets = f->n_targets,
@@ -833,10 +836,9 @@ static int task_next_sentence(http_req *req, infer_task *t, int *units, proto_er
     if (st != 0)
         return st;
     t->wt.kind = MODEL_KIND_BERT;
-    t->wt.bert = (worker_bert_task){
-        .seq = {.ids = t->pair.ids, .type_ids = t->pair.type_ids, .len = t->pair.len},
-        .want_nsp = true,
-    };
+    t->seq = (engine_bert_seq){.ids = t->pair.ids, .type_ids = t->pair.type_ids,
+                               .len = t->pair.len};
+    t->wt.bert = (worker_bert_task){.seqs = &t->seq, .n_seqs = 1, .want_nsp = true};
     *units = t->pair.len;
     return 0;
 }

@@ -174,6 +174,7 @@ static int load_bert(registry *r, registry_model *m, double t0, char *err, size_
         .candidates = n_vocab,
         /* every mask of the longest sequence in one forward call */
         .mlm_rows = max_pos,
+        .max_tokens = (int)tokens,
     };
     if (start_serving(r, m, &limits, &spec, err, errlen) != 0)
         return -1;

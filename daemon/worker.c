@@ -15,13 +15,15 @@
  * is larger than that.  A cancelled job is skipped between chunks; its partial
  * result is simply dropped.
  *
- * BERT: the batcher hands over at most max_batch sequences of at most the session's
- * token budget together; they go to the engine as one packed batch.  The MLM
- * logits of every mask need a (vocab) row, so mlm is (mlm_rows, V) and a batch
- * whose masks outnumber mlm_rows is run as several forward calls (mlm_rows is at
- * least max_position_embeddings, so every single sequence fits one call).  Each
- * mask row becomes a softmax over the whole vocabulary, of which the top_k (or the
- * requested targets, ranked) are kept; the NSP logits become P(is next).
+ * BERT: a job holds one sequence (fill-mask, next-sentence) or several (a v2 infer
+ * request).  The batcher bounds a batch by jobs and tokens; the worker walks every
+ * sequence of the batch in order and packs them into forward calls of at most
+ * max_batch sequences, max_tokens tokens and mlm_rows masks (the MLM logits of
+ * every mask need a (vocab) row of mlm; mlm_rows is at least
+ * max_position_embeddings, so every single sequence fits one call).  Each mask row
+ * becomes a softmax over the whole vocabulary, of which the top_k (or the requested
+ * targets, ranked) are kept, or is copied out raw for the v2 protocol; the NSP
+ * logits become P(is next).
  *
  * A worker never touches HTTP or JSON, and never exits on an error: a failed
  * forward pass fails the jobs of that batch with the engine's message.
@@ -50,8 +52,13 @@ typedef struct worker {
     float *x;               /* (max_batch, in_row) stacked inputs */
     int32_t *classes;       /* (max_batch) GAN classes */
     float *y;               /* (max_batch, out_row) */
+    float *ylogits;         /* CNN: (max_batch, out_row) y before the softmax */
     /* MODEL_KIND_BERT */
-    engine_bert_seq *seqs;  /* (max_batch) */
+    engine_bert_seq *seqs;  /* (max_batch) one forward call's sequences */
+    struct bert_item {      /* and where each came from */
+        batcher_job *job;
+        int mask0;          /* its first mask's row among the job's answers */
+    } *items;
     float *mlm;             /* (mlm_rows, V) logits, then probabilities in place */
     float *nsp;             /* (max_batch, 2) */
 } worker;
@@ -78,13 +85,15 @@ static void observe_batch(worker *w, int rows)
 }
 
 static bool forward_rows(worker *w, const float *in, const int32_t *classes, int n, float *out,
-                         engine_err *err)
+                         float *logits, engine_err *err)
 {
     observe_batch(w, n);
     if (w->pool->spec.kind == MODEL_KIND_GAN)
         return engine_gan_forward(w->session, in, classes, n, out, err) == ENGINE_OK;
     if (engine_cnn_forward(w->session, in, n, out, err) != ENGINE_OK)
         return false;
+    if (logits != NULL)
+        memcpy(logits, out, (size_t)n * w->pool->out_row * sizeof *out);
     engine_softmax(out, n, (int)w->pool->out_row);
     return true;
 }
@@ -102,7 +111,8 @@ static bool run_single(worker *w, batcher_job *job, engine_err *err)
         int cnt = t->n - off < max_batch ? t->n - off : max_batch;
         if (!forward_rows(w, t->inputs + (size_t)off * p->in_row,
                           t->classes ? t->classes + off : NULL, cnt,
-                          t->outputs + (size_t)off * p->out_row, err))
+                          t->outputs + (size_t)off * p->out_row,
+                          t->logits ? t->logits + (size_t)off * p->out_row : NULL, err))
             return false;
     }
     return true;
@@ -123,13 +133,15 @@ static bool run_stacked(worker *w, batcher_job **jobs, int n_jobs, engine_err *e
     }
     if (!forward_rows(w, w->x, p->spec.kind == MODEL_KIND_GAN && task_of(jobs[0])->rows.classes
                                    ? w->classes : NULL,
-                      total, w->y, err))
+                      total, w->y, p->spec.kind == MODEL_KIND_CNN ? w->ylogits : NULL, err))
         return false;
     int row = 0;
     for (int i = 0; i < n_jobs; i++) {
         worker_rows_task *t = &task_of(jobs[i])->rows;
-        memcpy(t->outputs, w->y + (size_t)row * p->out_row,
-               (size_t)t->n * p->out_row * sizeof(float));
+        size_t at = (size_t)row * p->out_row, size = (size_t)t->n * p->out_row * sizeof(float);
+        memcpy(t->outputs, w->y + at, size);
+        if (t->logits != NULL)
+            memcpy(t->logits, w->ylogits + at, size);
         row += t->n;
     }
     return true;
@@ -174,26 +186,30 @@ static void select_top_k(const float *probs, const int32_t *ids, int n, int k, i
     }
 }
 
-/* One forward call over jobs[0..n): answers written into each job's task. */
-static bool run_bert_call(worker *w, batcher_job **jobs, int n, bool want_nsp, engine_err *err)
+/* One forward call over the n sequences gathered in w->seqs / w->items: each mask's
+ * logits, or its softmax's top_k, and P(is next), written into its job's task. */
+static bool run_bert_call(worker *w, int n, bool want_nsp, engine_err *err)
 {
     worker_pool *p = w->pool;
     int v = p->spec.vocab_size;
-    for (int i = 0; i < n; i++)
-        w->seqs[i] = task_of(jobs[i])->bert.seq;
     observe_batch(w, n);
     if (engine_bert_forward(w->session, w->seqs, n, w->mlm, want_nsp ? w->nsp : NULL, err) !=
         ENGINE_OK)
         return false;
     int row = 0;
     for (int i = 0; i < n; i++) {
-        worker_bert_task *t = &task_of(jobs[i])->bert;
-        for (int m = 0; m < t->seq.n_mask; m++, row++) {
-            float *probs = w->mlm + (size_t)row * (size_t)v;
-            engine_softmax(probs, 1, v);
-            select_top_k(probs, t->targets, t->targets ? t->n_targets : p->spec.candidates,
-                         t->top_k, t->top_ids + (size_t)m * (size_t)t->top_k,
-                         t->top_scores + (size_t)m * (size_t)t->top_k);
+        worker_bert_task *t = &task_of(w->items[i].job)->bert;
+        for (int m = 0; m < w->seqs[i].n_mask; m++, row++) {
+            float *scores = w->mlm + (size_t)row * (size_t)v;
+            size_t at = (size_t)(w->items[i].mask0 + m);
+            if (t->logits != NULL) {
+                memcpy(t->logits + at * (size_t)v, scores, (size_t)v * sizeof *scores);
+                continue;
+            }
+            engine_softmax(scores, 1, v);
+            select_top_k(scores, t->targets, t->targets ? t->n_targets : p->spec.candidates,
+                         t->top_k, t->top_ids + at * (size_t)t->top_k,
+                         t->top_scores + at * (size_t)t->top_k);
         }
         if (t->want_nsp) {
             float two[2] = {w->nsp[2 * i], w->nsp[2 * i + 1]};
@@ -204,31 +220,42 @@ static bool run_bert_call(worker *w, batcher_job **jobs, int n, bool want_nsp, e
     return true;
 }
 
-/* Groups the batch into forward calls of at most mlm_rows masks in all. */
+/* Every sequence of every job, in order, packed into forward calls of at most
+ * max_batch sequences, max_tokens tokens and mlm_rows masks. */
 static bool run_bert(worker *w, batcher_job **jobs, int n_jobs, engine_err *err)
 {
-    worker_pool *p = w->pool;
-    int i = 0;
-    while (i < n_jobs) {
-        int first = i, rows = 0;
-        bool want_nsp = false;
-        for (; i < n_jobs; i++) {
-            const worker_bert_task *t = &task_of(jobs[i])->bert;
-            if (t->seq.n_mask > p->spec.mlm_rows) { /* proto's limits make this impossible */
+    const worker_pool_spec *sp = &w->pool->spec;
+    int count = 0, tokens = 0, rows = 0;
+    bool want_nsp = false;
+    for (int j = 0; j < n_jobs; j++) {
+        const worker_bert_task *t = &task_of(jobs[j])->bert;
+        int mask0 = 0;
+        for (int s = 0; s < t->n_seqs; s++) {
+            const engine_bert_seq *q = &t->seqs[s];
+            if (q->n_mask > sp->mlm_rows || q->len > sp->max_tokens) { /* proto prevents it */
                 engine_fail(err, ENGINE_ERR_INVALID,
-                            "a sequence with %d masks is over the worker's %d mask rows",
-                            t->seq.n_mask, p->spec.mlm_rows);
+                            "a sequence of %d tokens and %d masks is over the worker's %d "
+                            "tokens and %d mask rows",
+                            q->len, q->n_mask, sp->max_tokens, sp->mlm_rows);
                 return false;
             }
-            if (i > first && rows + t->seq.n_mask > p->spec.mlm_rows)
-                break;
-            rows += t->seq.n_mask;
+            if (count > 0 && (count == sp->max_batch || tokens + q->len > sp->max_tokens ||
+                              rows + q->n_mask > sp->mlm_rows)) {
+                if (!run_bert_call(w, count, want_nsp, err))
+                    return false;
+                count = tokens = rows = 0;
+                want_nsp = false;
+            }
+            w->seqs[count] = *q;
+            w->items[count] = (struct bert_item){.job = jobs[j], .mask0 = mask0};
+            count++;
+            tokens += q->len;
+            rows += q->n_mask;
+            mask0 += q->n_mask;
             want_nsp = want_nsp || t->want_nsp;
         }
-        if (!run_bert_call(w, jobs + first, i - first, want_nsp, err))
-            return false;
     }
-    return true;
+    return count == 0 || run_bert_call(w, count, want_nsp, err);
 }
 
 /* ---- the loop ------------------------------------------------------------------- */
@@ -278,7 +305,9 @@ static void worker_release(worker *w)
     free(w->x);
     free(w->classes);
     free(w->y);
+    free(w->ylogits);
     free(w->seqs);
+    free(w->items);
     free(w->mlm);
     free(w->nsp);
 }
@@ -290,14 +319,16 @@ static bool worker_alloc(worker_pool *p, worker *w)
     w->jobs = malloc(mb * sizeof *w->jobs);
     if (p->spec.kind == MODEL_KIND_BERT) {
         w->seqs = malloc(mb * sizeof *w->seqs);
+        w->items = malloc(mb * sizeof *w->items);
         w->mlm = malloc((size_t)p->spec.mlm_rows * (size_t)p->spec.vocab_size * sizeof *w->mlm);
         w->nsp = malloc(mb * 2 * sizeof *w->nsp);
-        return w->jobs && w->seqs && w->mlm && w->nsp;
+        return w->jobs && w->seqs && w->items && w->mlm && w->nsp;
     }
     w->x = malloc(mb * p->in_row * sizeof *w->x);
     w->classes = malloc(mb * sizeof *w->classes);
     w->y = malloc(mb * p->out_row * sizeof *w->y);
-    return w->jobs && w->x && w->classes && w->y;
+    w->ylogits = malloc(mb * p->out_row * sizeof *w->ylogits);
+    return w->jobs && w->x && w->classes && w->y && w->ylogits;
 }
 
 int worker_pool_start(worker_pool **out, const worker_pool_spec *spec, char *err, size_t errlen)
@@ -312,7 +343,7 @@ int worker_pool_start(worker_pool **out, const worker_pool_spec *spec, char *err
                           engine_model_max_batch(spec->model));
     if (spec->kind == MODEL_KIND_BERT &&
         (spec->vocab_size < 1 || spec->candidates < 1 || spec->candidates > spec->vocab_size ||
-         spec->mlm_rows < 1))
+         spec->mlm_rows < 1 || spec->max_tokens < 1))
         return log_errbuf(err, errlen,
                           "model %s: bad BERT worker settings (vocabulary %d, candidates %d, "
                           "mask rows %d)",

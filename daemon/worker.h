@@ -24,25 +24,29 @@
 #include "engine/engine.h"
 #include "proto/model_dir.h"
 
-/* A classify request: n images in, n softmax rows out.  Batch units: n. */
-/* CNN and GAN: n rows in, n rows out, stacked with other jobs' rows into one pass. */
+/* CNN and GAN: n rows in, n rows out, stacked with other jobs' rows into one pass.
+ * Batch units: n. */
 typedef struct worker_rows_task {
     const float *inputs;     /* CNN (N,C,H,W) normalised; GAN (N, latent_dim) */
     const int32_t *classes;  /* GAN, conditional: (N) class ids; otherwise NULL */
     float *outputs;          /* written by the worker: CNN (N,K) probabilities; GAN (N,C,H,W) */
+    float *logits;           /* CNN: (N,K) the logits too, or NULL */
     int n;                   /* N */
 } worker_rows_task;
 
-/* One BERT sequence: fill-mask (masks, answers per mask) and/or next-sentence.
- * Batch units: seq.len tokens. */
+/* BERT sequences: fill-mask (masks, answers per mask), next-sentence, or the raw
+ * MLM logits at every mask (the v2 protocol).  Batch units: their tokens.  The
+ * worker splits a job's sequences over forward passes as the limits require. */
 typedef struct worker_bert_task {
-    engine_bert_seq seq;     /* ids, segment ids, mask positions (T) */
+    const engine_bert_seq *seqs; /* (n_seqs): ids, segment ids, mask positions */
+    int n_seqs;
     int top_k;               /* answers per mask, <= candidates (or n_targets) */
     const int32_t *targets;  /* (n_targets) ids to rank, or NULL: ids 0..candidates-1 */
     int n_targets;
-    bool want_nsp;           /* compute is_next */
-    int32_t *top_ids;        /* (n_mask, top_k) written by the worker, best first */
-    float *top_scores;       /* (n_mask, top_k) softmax over the whole vocabulary */
+    bool want_nsp;           /* compute is_next (one sequence) */
+    int32_t *top_ids;        /* (masks, top_k) written by the worker, best first */
+    float *top_scores;       /* (masks, top_k) softmax over the whole vocabulary */
+    float *logits;           /* (masks, vocab_size) raw logits instead of top_k, or NULL */
     float is_next;           /* P(B follows A), written when want_nsp */
 } worker_bert_task;
 
@@ -70,6 +74,7 @@ typedef struct worker_pool_spec {
     int vocab_size;              /* MLM logits per mask: the checkpoint's vocabulary */
     int candidates;              /* ids that may be answered (tokens of vocab.txt) */
     int mlm_rows;                /* masks one forward pass may return; >= masks of a sequence */
+    int max_tokens;              /* tokens one forward pass takes; >= any one sequence */
 } worker_pool_spec;
 
 /* Opens one session per worker (so a model too big for the arena fails here, at
