@@ -581,6 +581,29 @@ static int value_flag(int argc, char **argv, int *i, const char **flag, const ch
     return 0;
 }
 
+/* If argv[*i] is --check-config: the FILE after it, if any, in *path (NULL if none),
+ * *i moved past it, and 1.  The FILE is optional, so it is the next argument only
+ * when that is not a flag; "--check-config=FILE" says it explicitly.  0 if argv[*i]
+ * is something else; -1 with a message for "--check-config=" with nothing after. */
+static int check_flag(int argc, char **argv, int *i, const char **path, char *err,
+                      size_t errlen)
+{
+    static const char name[] = "--check-config";
+    const char *a = argv[*i];
+    size_t n = sizeof name - 1;
+    if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+        return 0;
+    *path = NULL;
+    if (a[n] == '=') {
+        if (a[n + 1] == '\0')
+            return log_errbuf(err, errlen, "--check-config= needs a FILE; see --help");
+        *path = a + n + 1;
+    } else if (*i + 1 < argc && argv[*i + 1][0] != '-') {
+        *path = argv[++*i];
+    }
+    return 1;
+}
+
 int config_from_args(config *c, int argc, char **argv, config_action *action, char *err,
                      size_t errlen)
 {
@@ -601,7 +624,21 @@ int config_from_args(config *c, int argc, char **argv, config_action *action, ch
             *action = CONFIG_ACTION_VERSION;
             return 0;
         }
-        int r = value_flag(argc, argv, &i, &flag, &value, err, errlen);
+        const char *check_path;
+        int r = check_flag(argc, argv, &i, &check_path, err, errlen);
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            *action = CONFIG_ACTION_CHECK;
+            if (check_path == NULL)
+                continue;
+            if (config_path != NULL)
+                return log_errbuf(err, errlen, "two config files: --check-config FILE reads "
+                                               "FILE as --config does, give one of them");
+            config_path = check_path;
+            continue;
+        }
+        r = value_flag(argc, argv, &i, &flag, &value, err, errlen);
         if (r < 0)
             return -1;
         if (r == 0) {
@@ -611,7 +648,8 @@ int config_from_args(config *c, int argc, char **argv, config_action *action, ch
         }
         if (strcmp(flag, "--config") == 0) {
             if (config_path != NULL)
-                return log_errbuf(err, errlen, "--config given twice");
+                return log_errbuf(err, errlen, "two config files: --config given twice, or "
+                                               "with --check-config FILE");
             config_path = value;
         }
     }
@@ -621,6 +659,9 @@ int config_from_args(config *c, int argc, char **argv, config_action *action, ch
 
     /* Pass 2: the other flags, on top of the file. */
     for (int i = 1; i < argc; i++) {
+        const char *check_path;
+        if (check_flag(argc, argv, &i, &check_path, err, errlen) != 0)
+            continue; /* its FILE, if any, is not a flag's value */
         if (value_flag(argc, argv, &i, &flag, &value, err, errlen) != 1)
             continue;
         if (strcmp(flag, "--listen") == 0) {
@@ -661,12 +702,17 @@ void config_usage(FILE *out)
 {
     fprintf(out,
             "Usage: modeld [--config FILE] [--listen HOST:PORT] [--model NAME=DIR]...\n"
+            "       modeld --check-config [FILE] [--model NAME=DIR]...\n"
             "Serves image classification, fill-mask and image generation models over HTTP\n"
             "(see README.md).\n"
             "\n"
             "  --config FILE        read settings from an INI file (see conf/modeld.conf)\n"
             "  --listen HOST:PORT   address to serve on (default 127.0.0.1:8080)\n"
             "  --model NAME=DIR     serve the model directory DIR as NAME; repeatable\n"
+            "  --check-config [FILE]\n"
+            "                       check the settings (FILE as with --config) and load\n"
+            "                       every model, then exit without serving: 0 and\n"
+            "                       \"config OK: N models\", or 2 and the problem\n"
             "  --help, --version\n"
             "\n"
             "Flags override the file.  With no model anywhere, the default models\n"

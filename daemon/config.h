@@ -64,6 +64,7 @@ typedef enum config_action {
     CONFIG_ACTION_RUN = 0,
     CONFIG_ACTION_HELP,
     CONFIG_ACTION_VERSION,
+    CONFIG_ACTION_CHECK,    /* --check-config [FILE]: load everything, serve nothing */
 } config_action;
 
 /* Built-in defaults, no models. */
@@ -88,7 +89,8 @@ int config_add_model_arg(config *c, const char *name_eq_dir, char *err, size_t e
 int config_finish(config *c, char *err, size_t errlen);
 
 /* The whole start-up path: defaults, --config FILE, then --listen/--model, then
- * config_finish().  --help and --version only set *action. */
+ * config_finish().  --help and --version only set *action.  --check-config [FILE]
+ * sets it too, reads FILE as --config would, and goes through the whole path. */
 int config_from_args(config *c, int argc, char **argv, config_action *action, char *err,
                      size_t errlen);
 

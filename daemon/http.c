@@ -56,6 +56,7 @@
 #endif
 
 #include "daemon/log.h"
+#include "proto/kserve.h"
 #include "proto/proto.h"
 
 /* Idle keep-alive connections and stalled uploads are closed after this.  It does
@@ -130,17 +131,22 @@ typedef enum infer_op {
     INFER_FILL_MASK,
     INFER_NEXT_SENTENCE,
     INFER_GENERATE,
+    INFER_V2,           /* Open Inference Protocol: any kind */
 } infer_op;
 
+static const char MODELS_PREFIX[] = "/v1/models/";
+static const char V2_MODELS_PREFIX[] = "/v2/models/";
+
 static const struct infer_route {
-    const char *suffix;
+    const char *prefix, *suffix;
     infer_op op;
-    model_kind kind;
+    model_kind kind;     /* ignored for INFER_V2 */
 } INFER_ROUTES[] = {
-    {"/classify", INFER_CLASSIFY, MODEL_KIND_CNN},
-    {"/fill-mask", INFER_FILL_MASK, MODEL_KIND_BERT},
-    {"/next-sentence", INFER_NEXT_SENTENCE, MODEL_KIND_BERT},
-    {"/generate", INFER_GENERATE, MODEL_KIND_GAN},
+    {MODELS_PREFIX, "/classify", INFER_CLASSIFY, MODEL_KIND_CNN},
+    {MODELS_PREFIX, "/fill-mask", INFER_FILL_MASK, MODEL_KIND_BERT},
+    {MODELS_PREFIX, "/next-sentence", INFER_NEXT_SENTENCE, MODEL_KIND_BERT},
+    {MODELS_PREFIX, "/generate", INFER_GENERATE, MODEL_KIND_GAN},
+    {V2_MODELS_PREFIX, "/infer", INFER_V2, MODEL_KIND_CNN},
 };
 #define N_INFER_ROUTES (sizeof INFER_ROUTES / sizeof INFER_ROUTES[0])
 
@@ -165,6 +171,13 @@ typedef struct infer_task {
     proto_next_sentence_req pair; /* owns ids, segment ids */
     proto_generate_req gen;       /* owns latents, classes, seeds */
     float *images;                /* (N, C, H, W) generator output */
+    /* v2 infer */
+    kserve_request v2;            /* the parsed request: ids, requested outputs */
+    float *v2_inputs;             /* CNN (N,C,H,W); GAN latents (N, nz) */
+    int32_t *v2_classes;          /* GAN: (N) or NULL */
+    kserve_bert_batch v2_bert;    /* BERT: the sequences */
+    float *logits;                /* CNN (N,K); BERT (masks, V) */
+    int v2_n;                     /* CNN, GAN: rows */
 } infer_task;
 
 static void infer_task_free(void *p)
@@ -180,6 +193,11 @@ static void infer_task_free(void *p)
     proto_next_sentence_req_free(&t->pair);
     proto_generate_req_free(&t->gen);
     free(t->images);
+    kserve_request_free(&t->v2);
+    free(t->v2_inputs);
+    free(t->v2_classes);
+    kserve_bert_batch_free(&t->v2_bert);
+    free(t->logits);
     free(t);
 }
 
@@ -199,6 +217,8 @@ struct http_req {
     unsigned long long received; /* body bytes seen, kept or not */
     bool too_large;
     bool want_png;          /* generate: Accept: image/png, one PNG as the body */
+    size_t v2_header_len;   /* v2 infer: Inference-Header-Content-Length; 0: none */
+    bool v2_binary;         /* v2 infer: the body has binary tensor data */
     batcher_job *job;       /* set while suspended on the batcher */
     int deferred_status;    /* an answer decided while suspended (queue full) */
     bool deferred_retry;
@@ -253,6 +273,7 @@ typedef struct reply_opts {
     bool retry_after;   /* Retry-After: 1 for 503 */
     bool challenge;     /* WWW-Authenticate for 401 */
     const char *content_type; /* NULL: application/json */
+    size_t inference_header_len; /* v2 binary answer: the JSON part's length */
 } reply_opts;
 
 /* A copy of s safe for a log line: control bytes (libmicrohttpd unescapes %0a in
@@ -291,13 +312,15 @@ static enum MHD_Result send_response(http_req *req, unsigned status, struct MHD_
     return ret;
 }
 
-/* Queues body (malloc'd JSON, taken over; NULL means formatting ran out of memory). */
-static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_opts o)
+/* Queues body (malloc'd, len bytes, taken over; NULL means formatting ran out of
+ * memory). */
+static enum MHD_Result reply_len(http_req *req, unsigned status, char *body, size_t len,
+                                 reply_opts o)
 {
     static const char oom[] = "{\"error\":\"out of memory formatting the response\"}";
     struct MHD_Response *r;
     if (body != NULL) {
-        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
         if (r == NULL)
             free(body);
     } else {
@@ -314,7 +337,18 @@ static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_o
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (o.challenge)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"modeld\"");
+    if (o.inference_header_len > 0 && body != NULL) {
+        char n[24];
+        snprintf(n, sizeof n, "%zu", o.inference_header_len);
+        MHD_add_response_header(r, "Inference-Header-Content-Length", n);
+    }
     return send_response(req, status, r);
+}
+
+/* Queues body: malloc'd NUL-terminated text, taken over; NULL: out of memory. */
+static enum MHD_Result reply(http_req *req, unsigned status, char *body, reply_opts o)
+{
+    return reply_len(req, status, body, body ? strlen(body) : 0, o);
 }
 
 __attribute__((format(printf, 4, 5))) static enum MHD_Result
@@ -414,6 +448,7 @@ static const char *body_hint(infer_op op)
     switch (op) {
     case INFER_CLASSIFY: return "send fewer or smaller images";
     case INFER_GENERATE: return "send fewer latent vectors";
+    case INFER_V2: return "send fewer rows per request";
     default: return "send a shorter text";
     }
 }
@@ -437,7 +472,7 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
 {
     http_server *s = req->srv;
     struct MHD_Connection *c = req->conn;
-    if (m->md.kind != rt->kind) {
+    if (rt->op != INFER_V2 && m->md.kind != rt->kind) {
         char routes[2 * CONFIG_NAME_MAX + 80];
         kind_routes(m->md.kind, m->name, routes, sizeof routes);
         return reply_error(req, HTTP_NOT_FOUND, NONE,
@@ -447,7 +482,24 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
     }
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (ct != NULL && !content_type_is_json(ct))
+    const char *ihcl = rt->op == INFER_V2 ? MHD_lookup_connection_value(
+                                                c, MHD_HEADER_KIND, "Inference-Header-Content-Length")
+                                          : NULL;
+    if (ihcl != NULL) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(ihcl, &end, 10);
+        if (errno != 0 || end == ihcl || *end != '\0' || v > s->max_body)
+            return reply_error(req, HTTP_BAD_REQUEST, NONE,
+                               "Inference-Header-Content-Length must be the byte length of the "
+                               "JSON part of the body, got '%.32s'",
+                               ihcl);
+        req->v2_header_len = (size_t)v;
+        req->v2_binary = true;
+    }
+    /* Binary tensor bodies are sent as octet-stream by some clients. */
+    if (ct != NULL && !content_type_is_json(ct) &&
+        !(req->v2_binary && media_type_is(ct, "application/octet-stream")))
         return reply_error(req, HTTP_UNSUPPORTED_MEDIA_TYPE, NONE,
                            "Content-Type must be application/json, got '%.64s'", ct);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -509,7 +561,6 @@ static enum MHD_Result infer_begin(http_req *req, registry_model *m, const struc
     return MHD_YES;
 }
 
-static const char MODELS_PREFIX[] = "/v1/models/";
 
 /* The model named by the len bytes at name (a URL segment), or NULL. */
 static registry_model *find_model(registry *reg, const char *name, size_t len)
@@ -522,28 +573,68 @@ static registry_model *find_model(registry *reg, const char *name, size_t len)
     return registry_find(reg, buf);
 }
 
-/* The route of a URL tail ("/classify"), or NULL. */
-static const struct infer_route *infer_route_of(const char *rest)
+/* The route of a URL tail ("/classify") under prefix, or NULL. */
+static const struct infer_route *infer_route_of(const char *prefix, const char *rest)
 {
     for (size_t i = 0; i < N_INFER_ROUTES; i++)
-        if (strcmp(rest, INFER_ROUTES[i].suffix) == 0)
+        if (INFER_ROUTES[i].prefix == prefix && strcmp(rest, INFER_ROUTES[i].suffix) == 0)
             return &INFER_ROUTES[i];
     return NULL;
 }
 
-/* The model of POST /v1/models/{name}/{classify,fill-mask,next-sentence} (of any
- * kind: infer_begin() refuses a mismatch), or NULL for any other request. */
+/* The model of POST /v1/models/{name}/{classify,fill-mask,...} (of any kind:
+ * infer_begin() refuses a mismatch) or POST /v2/models/{name}/infer, or NULL for
+ * any other request. */
 static registry_model *infer_target(registry *reg, const char *url, const char *method,
                                     const struct infer_route **rt)
 {
-    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 ||
-        strncmp(url, MODELS_PREFIX, sizeof MODELS_PREFIX - 1) != 0)
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return NULL;
-    const char *name = url + sizeof MODELS_PREFIX - 1;
+    const char *prefix = strncmp(url, MODELS_PREFIX, sizeof MODELS_PREFIX - 1) == 0 ? MODELS_PREFIX
+                         : strncmp(url, V2_MODELS_PREFIX, sizeof V2_MODELS_PREFIX - 1) == 0
+                             ? V2_MODELS_PREFIX
+                             : NULL;
+    if (prefix == NULL)
+        return NULL;
+    const char *name = url + strlen(prefix);
     const char *slash = strchr(name, '/');
-    if (slash == NULL || (*rt = infer_route_of(slash)) == NULL)
+    if (slash == NULL || (*rt = infer_route_of(prefix, slash)) == NULL)
         return NULL;
     return find_model(reg, name, (size_t)(slash - name));
+}
+
+/* GET /v2/models/{name}[/ready|/config], POST .../infer on an unknown model. */
+static enum MHD_Result route_v2_model(http_req *req, const char *url, const char *method)
+{
+    const char *name = url + sizeof V2_MODELS_PREFIX - 1;
+    const char *slash = strchr(name, '/');
+    size_t name_len = slash ? (size_t)(slash - name) : strlen(name);
+    const char *rest = slash ? slash : "";
+    bool infer = strcmp(rest, "/infer") == 0;
+    if (!infer && rest[0] != '\0' && strcmp(rest, "/ready") != 0 && strcmp(rest, "/config") != 0)
+        return reply_error(req, HTTP_NOT_FOUND, NONE,
+                           "no route for %.16s %.128s; a model's v2 routes are GET "
+                           "/v2/models/{name}, /ready, /config and POST /v2/models/{name}/infer",
+                           method, url);
+    if (infer != (strcmp(method, MHD_HTTP_METHOD_POST) == 0))
+        return wrong_method(req, method, url, infer ? ALLOW_POST : ALLOW_GET);
+    registry_model *m = find_model(req->reg, name, name_len);
+    if (m == NULL || infer) /* a known model's infer went to infer_begin() */
+        return reply_error(req, HTTP_NOT_FOUND, NONE,
+                           "unknown model '%.*s'; GET /v1/models lists the models served here",
+                           (int)(name_len < 64 ? name_len : 64), name);
+    proto_model_info info;
+    registry_model_info(m, &info);
+    kserve_model_io io;
+    kserve_describe(&info, &io);
+    if (strcmp(rest, "/ready") == 0)
+        return reply(req, info.ready ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE,
+                     kserve_format_ready(m->name, info.ready), NONE);
+    if (strcmp(rest, "/config") == 0)
+        return reply(req, HTTP_OK,
+                     kserve_format_config(m->name, &io, m->max_batch, m->max_queue_delay_us),
+                     NONE);
+    return reply(req, HTTP_OK, kserve_format_metadata(m->name, &io), NONE);
 }
 
 static bool has_body(struct MHD_Connection *c)
@@ -587,12 +678,19 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
             return wrong_method(req, method, url, ALLOW_GET);
         return route_metrics(req);
     }
+    if (strcmp(url, "/v2") == 0) {
+        if (!get)
+            return wrong_method(req, method, url, ALLOW_GET);
+        return reply(req, HTTP_OK, kserve_format_server(PACKAGE_VERSION), NONE);
+    }
+    if (strncmp(url, V2_MODELS_PREFIX, sizeof V2_MODELS_PREFIX - 1) == 0)
+        return route_v2_model(req, url, method);
     if (strncmp(url, MODELS_PREFIX, sizeof MODELS_PREFIX - 1) == 0) {
         const char *name = url + sizeof MODELS_PREFIX - 1;
         const char *slash = strchr(name, '/');
         size_t name_len = slash ? (size_t)(slash - name) : strlen(name);
         const char *rest = slash ? slash : "";
-        bool infer = infer_route_of(rest) != NULL;
+        bool infer = infer_route_of(MODELS_PREFIX, rest) != NULL;
         if (rest[0] != '\0' && !infer)
             goto no_route;
         if (infer && strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -616,7 +714,8 @@ no_route:
                        "GET /v2/health/ready, GET /metrics, GET /v1/models, GET /v1/models/{name}, "
                        "POST /v1/models/{name}/classify (CNN), "
                        "POST /v1/models/{name}/fill-mask and /next-sentence (BERT), "
-                       "POST /v1/models/{name}/generate (GAN)",
+                       "POST /v1/models/{name}/generate (GAN), GET /v2, GET /v2/models/{name} "
+                       "(/ready, /config), POST /v2/models/{name}/infer",
                        method, url);
 }
 
@@ -875,6 +974,99 @@ static int task_generate(http_req *req, infer_task *t, int *units, proto_error *
     return 0;
 }
 
+/* Fills pe for a refusal decided here rather than in proto; returns status. */
+__attribute__((format(printf, 3, 4))) static int task_error(proto_error *pe, int status,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pe->msg, sizeof pe->msg, fmt, ap);
+    va_end(ap);
+    pe->status = status;
+    return status;
+}
+
+/* A v2 answer's logits at most this big: a BERT request's rows are masks x vocabulary. */
+#define HTTP_V2_MAX_LOGITS_BYTES (256u << 20)
+
+/* The task of a v2 infer body, per model kind: tensors in, the outputs' buffers. */
+static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
+{
+    registry_model *m = req->model;
+    size_t len = req->len;
+    int st = kserve_parse_infer(req->body ? req->body : "", len,
+                                req->v2_binary ? req->v2_header_len : len, &t->v2, pe);
+    if (st != 0)
+        return st;
+    /* Outputs asked for by name must exist: checked before running anything. */
+    proto_model_info info;
+    registry_model_info(m, &info);
+    kserve_model_io io;
+    kserve_describe(&info, &io);
+    for (int i = 0; i < t->v2.n_outputs; i++) {
+        bool known = false;
+        for (int j = 0; j < io.n_out; j++)
+            known = known || strcmp(t->v2.outputs[i].name, io.out[j].name) == 0;
+        if (!known)
+            return task_error(pe, HTTP_BAD_REQUEST,
+                                     "model %s has no output '%s'; GET /v2/models/%s lists its "
+                                     "outputs", m->name, t->v2.outputs[i].name, m->name);
+    }
+    if (m->md.kind == MODEL_KIND_CNN) {
+        st = kserve_cnn_input(&t->v2, &m->md.preproc, req->srv->max_images, &t->v2_inputs,
+                              &t->v2_n, pe);
+        if (st != 0)
+            return st;
+        size_t out = (size_t)t->v2_n * (size_t)m->md.n_labels;
+        t->probs = malloc(out * sizeof *t->probs);
+        t->logits = malloc(out * sizeof *t->logits);
+        if (t->probs == NULL || t->logits == NULL)
+            return HTTP_INTERNAL_SERVER_ERROR;
+        t->wt.kind = MODEL_KIND_CNN;
+        t->wt.rows = (worker_rows_task){.inputs = t->v2_inputs, .outputs = t->probs,
+                                        .logits = t->logits, .n = t->v2_n};
+        *units = t->v2_n;
+        return 0;
+    }
+    if (m->md.kind == MODEL_KIND_GAN) {
+        proto_gan_model gm;
+        registry_gan_model(m, &gm);
+        st = kserve_gan_input(&t->v2, &gm, &t->v2_inputs, &t->v2_classes, &t->v2_n, pe);
+        if (st != 0)
+            return st;
+        t->images = malloc((size_t)t->v2_n * (size_t)gm.channels * (size_t)gm.height *
+                           (size_t)gm.width * sizeof *t->images);
+        if (t->images == NULL)
+            return HTTP_INTERNAL_SERVER_ERROR;
+        t->wt.kind = MODEL_KIND_GAN;
+        t->wt.rows = (worker_rows_task){.inputs = t->v2_inputs, .classes = t->v2_classes,
+                                        .outputs = t->images, .n = t->v2_n};
+        *units = t->v2_n;
+        return 0;
+    }
+    proto_bert_model bm;
+    registry_bert_model(m, &bm);
+    const int vocab = m->md.bert.vocab_size;
+    st = kserve_bert_input(&t->v2, &bm, vocab, m->md.bert.type_vocab_size, req->srv->max_images,
+                           &t->v2_bert, pe);
+    if (st != 0)
+        return st;
+    size_t rows = (size_t)t->v2_bert.n_mask;
+    if (rows * (size_t)vocab * sizeof(float) > HTTP_V2_MAX_LOGITS_BYTES)
+        return task_error(pe, HTTP_CONTENT_TOO_LARGE,
+                                 "%zu [MASK] positions x %d logits is over the %u MiB an answer "
+                                 "may take; send fewer masks per request",
+                                 rows, vocab, HTTP_V2_MAX_LOGITS_BYTES >> 20);
+    t->logits = malloc((rows ? rows : 1) * (size_t)vocab * sizeof *t->logits);
+    if (t->logits == NULL)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    t->wt.kind = MODEL_KIND_BERT;
+    t->wt.bert = (worker_bert_task){.seqs = t->v2_bert.seqs, .n_seqs = t->v2_bert.n,
+                                    .logits = t->logits};
+    *units = t->v2_bert.tokens;
+    return 0;
+}
+
 static enum MHD_Result infer_submit(http_req *req)
 {
     http_server *s = req->srv;
@@ -898,6 +1090,7 @@ static enum MHD_Result infer_submit(http_req *req)
     case INFER_FILL_MASK: st = task_fill_mask(req, t, &units, &pe); break;
     case INFER_NEXT_SENTENCE: st = task_next_sentence(req, t, &units, &pe); break;
     case INFER_GENERATE: st = task_generate(req, t, &units, &pe); break;
+    case INFER_V2: st = task_v2(req, t, &units, &pe); break;
     default:
         st = HTTP_INTERNAL_SERVER_ERROR;
         snprintf(pe.msg, sizeof pe.msg, "internal routing error");
@@ -991,6 +1184,41 @@ static enum MHD_Result reply_png(http_req *req, infer_task *t)
     return send_response(req, HTTP_OK, r);
 }
 
+/* A v2 infer answer: the outputs of the model's kind, JSON or JSON + binary. */
+static enum MHD_Result reply_v2(http_req *req, infer_task *t)
+{
+    registry_model *m = req->model;
+    kserve_output outs[2];
+    int n = 0;
+    if (m->md.kind == MODEL_KIND_CNN) {
+        const int64_t k = m->md.n_labels;
+        outs[n++] = (kserve_output){"logits", KSERVE_FP32, 2, {t->v2_n, k}, .f32 = t->logits};
+        outs[n++] = (kserve_output){"probabilities", KSERVE_FP32, 2, {t->v2_n, k},
+                                    .f32 = t->probs};
+    } else if (m->md.kind == MODEL_KIND_GAN) {
+        const gan_spec *gs = &m->md.gan;
+        outs[n++] = (kserve_output){"images", KSERVE_FP32, 4,
+                                    {t->v2_n, gs->out_channels, gs->out_height, gs->out_width},
+                                    .f32 = t->images};
+    } else {
+        const int64_t rows = t->v2_bert.n_mask;
+        outs[n++] = (kserve_output){"logits", KSERVE_FP32, 2, {rows, m->md.bert.vocab_size},
+                                    .f32 = t->logits};
+        outs[n++] = (kserve_output){"mask_positions", KSERVE_INT64, 2, {rows, 2},
+                                    .i64 = t->v2_bert.positions};
+    }
+    char *body;
+    size_t len, json_len;
+    proto_error pe;
+    if (kserve_format_infer(m->name, &t->v2, outs, n, &body, &len, &json_len, &pe) != 0)
+        return reply_error(req, (unsigned)pe.status, NONE, "%s", pe.msg);
+    if (json_len == len)
+        return reply_len(req, HTTP_OK, body, len, NONE);
+    return reply_len(req, HTTP_OK, body, len,
+                     (reply_opts){.content_type = "application/octet-stream",
+                                  .inference_header_len = json_len});
+}
+
 /* Resumed after on_job_done(): turn the job's state into the answer. */
 static enum MHD_Result infer_answer(http_req *req)
 {
@@ -1012,7 +1240,9 @@ static enum MHD_Result infer_answer(http_req *req)
         metrics_observe(&m->metrics->total_us, (uint64_t)(ms_since(&req->t0) * 1e3));
     }
 
-    if (st == BATCHER_JOB_DONE && req->want_png) {
+    if (st == BATCHER_JOB_DONE && req->op == INFER_V2) {
+        ret = reply_v2(req, batcher_job_payload(job));
+    } else if (st == BATCHER_JOB_DONE && req->want_png) {
         ret = reply_png(req, batcher_job_payload(job));
         log_debug("generate on %s: %d image(s) as PNG, queued %.1f ms", m->name,
                   batcher_job_units(job), waited_ms);

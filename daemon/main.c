@@ -17,6 +17,9 @@
  * the work.  (sigwait would not do: OpenBLAS starts its threads before main with
  * signals unblocked, and any of them could take the signal.)
  *
+ * --check-config stops after loading: it builds the registry, loads every model and
+ * frees it again without starting HTTP (check_config).
+ *
  * This is the only file that exits on errors, and only before serving starts.
  */
 #include <config.h>
@@ -183,6 +186,43 @@ static int reload(int argc, char **argv, config *cfg, registry **reg, http_serve
     return 0;
 }
 
+/* --check-config: what start-up reads and loads (the settings, each model directory,
+ * its weights against config.json and the labels, the token file), loaded and freed
+ * again; nothing listens.  0 with "config OK: N models" on stdout, or EXIT_USAGE with
+ * the first problem on stderr.  The unit's ExecReload runs it before each SIGHUP. */
+static int check_config(const config *cfg)
+{
+    /* Only problems on stderr: the loads' info lines would bury them. */
+    log_level level;
+    if (!log_level_parse(cfg->log_level, &level) || level < LOG_LEVEL_WARN)
+        log_set_level(LOG_LEVEL_WARN);
+    engine_set_blas_threads(1); /* nothing runs a forward pass */
+    char err[CONFIG_ERR_MAX];
+    if (cfg->auth_token_file[0] != '\0') {
+        FILE *f = fopen(cfg->auth_token_file, "r");
+        if (f == NULL) {
+            fprintf(stderr, "modeld: auth_token_file %s: %s\n", cfg->auth_token_file,
+                    strerror(errno));
+            return EXIT_USAGE;
+        }
+        fclose(f);
+    }
+    registry *reg = NULL;
+    if (registry_create(cfg, NULL, &reg, err, sizeof err) != 0 ||
+        registry_load(reg, err, sizeof err) != 0) {
+        fprintf(stderr, "modeld: %s\n", err);
+        registry_free(reg);
+        return EXIT_USAGE;
+    }
+    printf("config OK: %d models\n", registry_count(reg));
+    for (int i = 0; i < registry_count(reg); i++) {
+        registry_model *m = registry_at(reg, i);
+        printf("  %s  %s  %s\n", m->name, model_kind_name(m->md.kind), m->path);
+    }
+    registry_free(reg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     config cfg;
@@ -202,6 +242,11 @@ int main(int argc, char **argv)
         printf("modeld %s\n", PACKAGE_VERSION);
         config_free(&cfg);
         return 0;
+    }
+    if (action == CONFIG_ACTION_CHECK) {
+        int rc = check_config(&cfg);
+        config_free(&cfg);
+        return rc;
     }
     log_level level;
     if (log_level_parse(cfg.log_level, &level))

@@ -65,6 +65,7 @@ int registry_create(const config *cfg, registry *previous, registry **out, char 
         m->queue_capacity = cm->queue_capacity;
         m->max_batch_tokens = cm->max_batch_tokens;
         m->max_generate = cfg->max_generate_images;
+        m->max_queue_delay_us = cfg->max_queue_delay_us;
         atomic_init(&m->ready, false);
         registry_model *before = previous ? registry_find(previous, m->name) : NULL;
         m->metrics = before ? model_metrics_retain(before->metrics) : model_metrics_new();

@@ -39,6 +39,7 @@ typedef struct registry_model {
     int workers, max_batch, queue_capacity;
     int max_batch_tokens;   /* BERT: as configured; 0: max_batch x max_position_embeddings */
     int max_generate;       /* GAN: images per generate request */
+    long long max_queue_delay_us;
     model_dir md;           /* kind, spec or BERT config, labels; read at create */
     /* Set by registry_load(), then published by `ready` (release/acquire). */
     engine_model *model;
