@@ -616,7 +616,7 @@ static enum MHD_Result route_v2_model(http_req *req, const char *url, const char
                            "no route for %.16s %.128s; a model's v2 routes are GET "
                            "/v2/models/{name}, /ready, /config and POST /v2/models/{name}/infer",
                            method, url);
-    if (infer != (strcmp(method, MHD_HTTP_METHOD_POST) == 0))
+    if (infer ? strcmp(method, MHD_HTTP_METHOD_POST) != 0 : !is_get(method))
         return wrong_method(req, method, url, infer ? ALLOW_POST : ALLOW_GET);
     registry_model *m = find_model(req->reg, name, name_len);
     if (m == NULL || infer) /* a known model's infer went to infer_begin() */
