@@ -57,6 +57,7 @@
 
 #include "daemon/log.h"
 #include "proto/kserve.h"
+#include "proto/openapi.h"
 #include "proto/proto.h"
 
 /* Idle keep-alive connections and stalled uploads are closed after this.  It does
@@ -108,6 +109,7 @@ struct http_server {
     int max_request_timeout_ms;
     atomic_int in_flight;   /* requests between first call and on_completed */
     atomic_bool draining;
+    int quiesced_fd;        /* the listening socket after http_quiesce, closed at stop */
     char *token;            /* bearer token (auth_token_file), NULL: no auth */
     size_t token_len;
     bool open_health, open_metrics, access_log;
@@ -678,6 +680,11 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
             return wrong_method(req, method, url, ALLOW_GET);
         return route_metrics(req);
     }
+    if (strcmp(url, "/v1/openapi.json") == 0) {
+        if (!get)
+            return wrong_method(req, method, url, ALLOW_GET);
+        return reply(req, HTTP_OK, strdup(proto_openapi_json), NONE);
+    }
     if (strcmp(url, "/v2") == 0) {
         if (!get)
             return wrong_method(req, method, url, ALLOW_GET);
@@ -711,7 +718,8 @@ static enum MHD_Result route(http_req *req, const char *url, const char *method)
 no_route:
     return reply_error(req, HTTP_NOT_FOUND, NONE,
                        "no route for %.16s %.128s; routes: GET /v2/health/live, "
-                       "GET /v2/health/ready, GET /metrics, GET /v1/models, GET /v1/models/{name}, "
+                       "GET /v2/health/ready, GET /metrics, GET /v1/openapi.json, GET /v1/models, "
+                       "GET /v1/models/{name}, "
                        "POST /v1/models/{name}/classify (CNN), "
                        "POST /v1/models/{name}/fill-mask and /next-sentence (BERT), "
                        "POST /v1/models/{name}/generate (GAN), GET /v2, GET /v2/models/{name} "
@@ -1548,6 +1556,7 @@ int http_start(http_server **out, const config *cfg, registry *reg, char *err, s
     s->max_images = cfg->max_images_per_request;
     s->request_timeout_ms = cfg->request_timeout_ms;
     s->max_request_timeout_ms = cfg->max_request_timeout_ms;
+    s->quiesced_fd = -1;
     s->open_health = cfg->auth_open_health;
     s->open_metrics = cfg->auth_open_metrics;
     s->access_log = cfg->access_log;
@@ -1637,9 +1646,26 @@ void http_quiesce(http_server *h)
     if (h == NULL || atomic_exchange(&h->draining, true))
         return;
     MHD_socket fd = MHD_quiesce_daemon(h->mhd);
-    /* After quiescing, the listening socket is ours to close. */
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (fd == MHD_INVALID_SOCKET)
+        return;
+    /* Connections the kernel has completed but nobody accepted yet would be reset
+     * when the socket stops listening, their requests maybe already sent: accept
+     * them and hand them to libmicrohttpd, which answers them like any other. */
+    for (;;) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        int c = accept4(fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0)
+            break;
+        if (MHD_add_connection(h->mhd, c, (struct sockaddr *)&sa, len) != MHD_YES)
+            log_warn("cannot serve a connection accepted while shutting down: %s",
+                     strerror(errno));
+    }
+    /* Stop listening now, so new clients are refused at once instead of queueing for
+     * a server that will not accept them; the descriptor itself stays open until
+     * after MHD_stop_daemon, as libmicrohttpd's threads may still look at it. */
+    shutdown(fd, SHUT_RDWR);
+    h->quiesced_fd = fd;
 }
 
 bool http_settle(http_server *h, int timeout_ms)
@@ -1686,6 +1712,8 @@ void http_stop(http_server *h)
     }
     if (h->mhd != NULL)
         MHD_stop_daemon(h->mhd);
+    if (h->quiesced_fd >= 0)
+        close(h->quiesced_fd);
     pthread_cond_destroy(&h->waiting_cv);
     pthread_mutex_destroy(&h->waiting_mu);
     pthread_mutex_destroy(&h->reg_mu);
