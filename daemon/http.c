@@ -1021,7 +1021,7 @@ static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
                                      "outputs", m->name, t->v2.outputs[i].name, m->name);
     }
     if (m->md.kind == MODEL_KIND_CNN) {
-        st = kserve_cnn_input(&t->v2, &m->md.preproc, req->srv->max_images, &t->v2_inputs,
+        st = kserve_cnn_input(&t->v2, m->name, &m->md.preproc, req->srv->max_images, &t->v2_inputs,
                               &t->v2_n, pe);
         if (st != 0)
             return st;

@@ -509,37 +509,37 @@ static int only_inputs(const kserve_request *r, const char *model, const char *c
 
 static bool is_int_dtype(kserve_dtype t) { return t == KSERVE_INT64 || t == KSERVE_INT32; }
 
-int kserve_cnn_input(const kserve_request *r, const image_preproc *pp, int max_images,
-                     float **x, int *n, proto_error *err)
+int kserve_cnn_input(const kserve_request *r, const char *model, const image_preproc *pp,
+                     int max_images, float **x, int *n, proto_error *err)
 {
     static const char *const names[] = {"input"};
     *x = NULL;
-    int st = only_inputs(r, "", names, 1, "\"input\" (FP32 [N,C,H,W] or UINT8 [N,H,W,C])", err);
+    int st = only_inputs(r, model, names, 1, "'input' (FP32 [N,C,H,W] or UINT8 [N,H,W,C])", err);
     if (st != 0)
         return st;
     const kserve_tensor *t = find_input(r, "input");
     if (t == NULL)
-        return proto_perr(err, 400, "missing input \"input\": FP32 [N,%d,%d,%d] or UINT8 "
+        return proto_perr(err, 400, "missing input 'input': FP32 [N,%d,%d,%d] or UINT8 "
                                     "[N,H,W,C]", pp->channels, pp->height, pp->width);
     const size_t plane = (size_t)pp->channels * (size_t)pp->height * (size_t)pp->width;
     if (t->dtype == KSERVE_FP32) {
         if (t->ndim != 4 || t->shape[1] != pp->channels || t->shape[2] != pp->height ||
             t->shape[3] != pp->width)
-            return proto_perr(err, 400, "input \"input\" (FP32) must have shape [N,%d,%d,%d]",
+            return proto_perr(err, 400, "input 'input' (FP32) must have shape [N,%d,%d,%d]",
                               pp->channels, pp->height, pp->width);
     } else if (t->dtype == KSERVE_UINT8) {
         if (t->ndim != 4 || (t->shape[3] != 1 && t->shape[3] != 3 && t->shape[3] != 4) ||
             t->shape[1] < 1 || t->shape[2] < 1 || t->shape[1] > PROTO_MAX_PIXELS_SIDE ||
             t->shape[2] > PROTO_MAX_PIXELS_SIDE)
-            return proto_perr(err, 400, "input \"input\" (UINT8) must have shape [N,H,W,C] "
+            return proto_perr(err, 400, "input 'input' (UINT8) must have shape [N,H,W,C] "
                                         "with C 1, 3 or 4 and sides up to %d",
                               PROTO_MAX_PIXELS_SIDE);
     } else {
-        return proto_perr(err, 400, "input \"input\" must be FP32 or UINT8, got %s",
+        return proto_perr(err, 400, "input 'input' must be FP32 or UINT8, got %s",
                           kserve_dtype_name(t->dtype));
     }
     if (t->shape[0] < 1)
-        return proto_perr(err, 400, "input \"input\" has no images (N = 0)");
+        return proto_perr(err, 400, "input 'input' has no images (N = 0)");
     if (t->shape[0] > max_images)
         return proto_perr(err, 413, "%" PRId64 " images in one request; at most %d "
                                     "(max_images_per_request)", t->shape[0], max_images);
@@ -564,7 +564,7 @@ int kserve_cnn_input(const kserve_request *r, const image_preproc *pp, int max_i
             px[k] = (uint8_t)t->i64[(size_t)i * per + k];
         engine_err e;
         if (image_pixels_to_tensor(px, h, w, c, pp, *x + (size_t)i * plane, &e) != ENGINE_OK)
-            st = proto_perr(err, 400, "input \"input\" image %d: %s", i, e.msg);
+            st = proto_perr(err, 400, "input 'input' image %d: %s", i, e.msg);
     }
     free(px);
     if (st != 0) {
@@ -630,7 +630,7 @@ static int bert_from_text(const kserve_tensor *t, const proto_bert_model *bm,
 {
     wordpiece_specials sp = wordpiece_special_ids(bm->wp);
     if (t->ndim != 1 || t->count < 1)
-        return proto_perr(err, 400, "input \"text\" must be BYTES of shape [N], N >= 1");
+        return proto_perr(err, 400, "input 'text' must be BYTES of shape [N], N >= 1");
     int n = (int)t->count;
     int *lens = malloc((size_t)n * sizeof *lens);
     if (lens == NULL || bert_alloc(b, n, (size_t)n * (size_t)bm->max_tokens, err) != 0) {
@@ -746,20 +746,20 @@ int kserve_bert_input(const kserve_request *r, const proto_bert_model *bm, int v
     static const char *const names[] = {"input_ids", "attention_mask", "token_type_ids", "text"};
     memset(out, 0, sizeof *out);
     int st = only_inputs(r, bm->name, names, 4,
-                         "\"input_ids\" (+ \"attention_mask\", \"token_type_ids\"), or \"text\"",
+                         "'input_ids' (+ 'attention_mask', 'token_type_ids'), or 'text'",
                          err);
     if (st != 0)
         return st;
     const kserve_tensor *text = find_input(r, "text");
     const kserve_tensor *ids = find_input(r, "input_ids");
     if ((text != NULL) == (ids != NULL))
-        return proto_perr(err, 400, "give either \"input_ids\" (INT64 [N,T]) or \"text\" "
+        return proto_perr(err, 400, "give either 'input_ids' (INT64 [N,T]) or 'text' "
                                     "(BYTES [N]), exactly one");
     if (text != NULL && r->n_inputs != 1)
-        return proto_perr(err, 400, "\"text\" comes alone: the server makes the ids, mask and "
+        return proto_perr(err, 400, "'text' comes alone: the server makes the ids, mask and "
                                     "token types");
     if (text != NULL && text->dtype != KSERVE_BYTES)
-        return proto_perr(err, 400, "input \"text\" must be BYTES, got %s",
+        return proto_perr(err, 400, "input 'text' must be BYTES, got %s",
                           kserve_dtype_name(text->dtype));
     int64_t n = text ? (int64_t)text->count : ids->ndim == 2 ? ids->shape[0] : 0;
     if (n > max_sequences)
@@ -779,25 +779,25 @@ int kserve_gan_input(const kserve_request *r, const proto_gan_model *gm, float *
     *latents = NULL;
     *classes = NULL;
     int st = only_inputs(r, gm->name, names, gm->num_classes ? 2 : 1,
-                         gm->num_classes ? "\"latent\" (FP32 [N,nz]) and \"class\" (INT64 [N])"
-                                         : "\"latent\" (FP32 [N,nz])",
+                         gm->num_classes ? "'latent' (FP32 [N,nz]) and 'class' (INT64 [N])"
+                                         : "'latent' (FP32 [N,nz])",
                          err);
     if (st != 0)
         return st;
     const kserve_tensor *z = find_input(r, "latent");
     const kserve_tensor *c = find_input(r, "class");
     if (z == NULL || z->dtype != KSERVE_FP32 || z->ndim != 2 || z->shape[1] != gm->latent_dim)
-        return proto_perr(err, 400, "input \"latent\" must be FP32 of shape [N,%d]",
+        return proto_perr(err, 400, "input 'latent' must be FP32 of shape [N,%d]",
                           gm->latent_dim);
     if (z->shape[0] < 1)
-        return proto_perr(err, 400, "input \"latent\" has no rows (N = 0)");
+        return proto_perr(err, 400, "input 'latent' has no rows (N = 0)");
     if (z->shape[0] > gm->max_count)
         return proto_perr(err, 413, "%" PRId64 " latents in one request; at most %d "
                                     "(max_generate_images)", z->shape[0], gm->max_count);
     *n = (int)z->shape[0];
     if (gm->num_classes > 0) {
         if (c == NULL || !is_int_dtype(c->dtype) || c->ndim != 1 || c->shape[0] != *n)
-            return proto_perr(err, 400, "model %s is conditional: input \"class\" must be "
+            return proto_perr(err, 400, "model %s is conditional: input 'class' must be "
                                         "INT64 of shape [%d]", gm->name, *n);
         *classes = malloc((size_t)*n * sizeof **classes);
         if (*classes == NULL)
@@ -985,7 +985,15 @@ static json_t *io_list(const kserve_io *l, int n, bool triton)
             char type[32];
             snprintf(type, sizeof type, "TYPE_%s", kserve_dtype_name(l[i].dtype));
             proto_set(t, "data_type", json_string(type));
-            proto_set(t, "dims", shape_json(l[i].ndim - 1, l[i].shape + 1));
+            if (l[i].ndim > 1) {
+                proto_set(t, "dims", shape_json(l[i].ndim - 1, l[i].shape + 1));
+            } else { /* one value per row: Triton writes dims [1], reshaped to a scalar */
+                static const int64_t one[] = {1};
+                proto_set(t, "dims", shape_json(1, one));
+                json_t *reshape = json_object();
+                proto_set(reshape, "shape", json_array());
+                proto_set(t, "reshape", reshape);
+            }
         } else {
             proto_set(t, "datatype", json_string(kserve_dtype_name(l[i].dtype)));
             proto_set(t, "shape", shape_json(l[i].ndim, l[i].shape));

@@ -98,8 +98,8 @@ void kserve_describe(const proto_model_info *m, kserve_model_io *io);
 
 /* CNN: "input", FP32 (N, C, H, W) already normalised, or UINT8 (N, H, W, C) raw
  * pixels (C 1, 3 or 4), preprocessed as classify's "pixels".  *x (N, C, H, W). */
-int kserve_cnn_input(const kserve_request *r, const image_preproc *pp, int max_images,
-                     float **x, int *n, proto_error *err);
+int kserve_cnn_input(const kserve_request *r, const char *model, const image_preproc *pp,
+                     int max_images, float **x, int *n, proto_error *err);
 
 /* BERT: INT64 (or INT32) "input_ids" (N, T) with optional "attention_mask" (1s then
  * 0s per row: the sequence's length) and "token_type_ids"; or BYTES "text" (N)

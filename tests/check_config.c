@@ -383,6 +383,61 @@ START_TEST(help_and_version)
 }
 END_TEST
 
+/* --check-config [FILE]: FILE is optional, so it is taken only when it is not a flag. */
+START_TEST(check_config_flag)
+{
+    const char *path = write_file("k.conf", "[server]\nworkers = 3\n[model a]\npath = /a\n");
+    char eq[PATH_MAX + 32];
+    snprintf(eq, sizeof eq, "--check-config=%s", path);
+    config c;
+    char err[CONFIG_ERR_MAX];
+    config_action act;
+
+    ck_assert_msg(from_args(&c, &act, err, "--check-config", path, NULL) == 0, "%s", err);
+    ck_assert_int_eq(act, CONFIG_ACTION_CHECK);
+    ck_assert_int_eq(c.workers, 3);
+    ck_assert_int_eq(c.n_models, 1);
+    config_free(&c);
+    ck_assert_msg(from_args(&c, &act, err, eq, "--model", "b=/b", NULL) == 0, "%s", err);
+    ck_assert_int_eq(act, CONFIG_ACTION_CHECK);
+    ck_assert_int_eq(c.n_models, 2);
+    config_free(&c);
+    /* Without FILE, whatever else the command line says is checked. */
+    ck_assert_msg(from_args(&c, &act, err, "--check-config", "--listen", "127.0.0.1:9000",
+                            "--config", path, NULL) == 0,
+                  "%s", err);
+    ck_assert_int_eq(act, CONFIG_ACTION_CHECK);
+    ck_assert_int_eq(c.port, 9000);
+    ck_assert_int_eq(c.workers, 3);
+    config_free(&c);
+    ck_assert_msg(from_args(&c, &act, err, "--model", "m=/m", "--check-config", NULL) == 0, "%s",
+                  err);
+    ck_assert_int_eq(act, CONFIG_ACTION_CHECK);
+    ck_assert_str_eq(c.models[0].path, "/m");
+    config_free(&c);
+    /* --help still wins. */
+    ck_assert_int_eq(from_args(&c, &act, err, "--check-config", path, "--help", NULL), 0);
+    ck_assert_int_eq(act, CONFIG_ACTION_HELP);
+    config_free(&c);
+
+    /* Each refused command line, and the message it must get. */
+#define REFUSED(expect, ...)                                                               \
+    do {                                                                                   \
+        err[0] = '\0';                                                                     \
+        ck_assert_msg(from_args(&c, &act, err, __VA_ARGS__, NULL) != 0, "accepted: %s",    \
+                      expect);                                                             \
+        ck_assert_contains(err, expect);                                                   \
+        config_free(&c);                                                                   \
+    } while (0)
+    REFUSED("two config files", "--check-config", path, "--config", path);
+    REFUSED("two config files", "--config", path, eq);
+    REFUSED("--check-config= needs a FILE", "--check-config=");
+    REFUSED("unknown option '--check-configx'", "--check-configx");
+    REFUSED("cannot open config file", "--check-config", "/nonexistent/m.conf");
+#undef REFUSED
+}
+END_TEST
+
 START_TEST(default_model_from_source_tree)
 {
     ck_assert_int_eq(chdir(tmpdir), 0);
@@ -495,24 +550,31 @@ START_TEST(blas_budget)
 }
 END_TEST
 
+/* The text of $dir_var/rel (a shipped or built document) into text, its path into path. */
+static void read_doc(const char *dir_var, const char *rel, char *path, char *text, size_t cap)
+{
+    const char *dir = getenv(dir_var);
+    snprintf(path, PATH_MAX, "%s/%s", dir ? dir : ".", rel);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s (make writes the built ones; set %s)", path,
+                  dir_var);
+    size_t n = fread(text, 1, cap - 1, f);
+    text[n] = '\0';
+    fclose(f);
+}
+
 /* conf/modeld.conf documents every key and, as shipped, means the defaults. */
 START_TEST(shipped_conf_documents_every_key)
 {
-    const char *srcdir = getenv("top_srcdir");
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/conf/modeld.conf", srcdir ? srcdir : ".");
-    FILE *f = fopen(path, "r");
-    ck_assert_msg(f != NULL, "cannot open %s (set top_srcdir)", path);
     static char text[65536];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
+    read_doc("top_srcdir", "conf/modeld.conf", path, text, sizeof text);
     for (int i = 0; config_key_name(i, NULL) != NULL; i++) {
         const char *section;
         const char *key = config_key_name(i, &section);
         char want[96];
         if (strcmp(section, "server") == 0)
-            snprintf(want, sizeof want, "\n#%s = ", key);
+            snprintf(want, sizeof want, "\n#%s =", key); /* "#key =" alone: empty default */
         else
             snprintf(want, sizeof want, "\n# %s ", key);
         ck_assert_msg(strstr(text, want) != NULL, "%s does not document %s.%s", path, section,
@@ -527,6 +589,23 @@ START_TEST(shipped_conf_documents_every_key)
     ck_assert_mem_eq(&c, &d, sizeof c);
     config_free(&c);
     config_free(&d);
+}
+END_TEST
+
+/* The man page modeld.conf(5), as make writes it, has an entry for every key. */
+START_TEST(man_page_documents_every_key)
+{
+    char path[PATH_MAX];
+    static char text[65536];
+    read_doc("top_builddir", "man/modeld.conf.5", path, text, sizeof text);
+    for (int i = 0; config_key_name(i, NULL) != NULL; i++) {
+        const char *section;
+        const char *key = config_key_name(i, &section);
+        char want[96];
+        snprintf(want, sizeof want, "\n.BR %s \"", key); /* .BR key " = VALUE (default ...)" */
+        ck_assert_msg(strstr(text, want) != NULL, "%s has no entry for %s.%s", path, section,
+                      key);
+    }
 }
 END_TEST
 
@@ -547,6 +626,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, cli_overrides_file);
     tcase_add_test(tc, cli_errors);
     tcase_add_test(tc, help_and_version);
+    tcase_add_test(tc, check_config_flag);
     tcase_add_test(tc, default_model_from_source_tree);
     tcase_add_test(tc, no_default_model);
     tcase_add_test(tc, model_needs_path);
@@ -555,6 +635,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, too_many_models);
     tcase_add_test(tc, blas_budget);
     tcase_add_test(tc, shipped_conf_documents_every_key);
+    tcase_add_test(tc, man_page_documents_every_key);
     suite_add_tcase(s, tc);
     return s;
 }

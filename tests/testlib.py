@@ -222,3 +222,193 @@ def call_json(daemon, method, path, body=None, headers=None):
         expect(isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"],
                f"{method} {path}: {status} without an error message: {doc!r}")
     return status, hdrs, doc
+
+
+def default_models():
+    """The models a fresh clone serves (name -> directory under models/), or None when
+    one of them lacks its weights."""
+    models = {name: os.path.join(top_srcdir(), "models", name)
+              for name in ("fashion", "bert", "fashion-gan")}
+    ok = all(os.path.isfile(os.path.join(d, "model.safetensors")) for d in models.values())
+    return models if ok else None
+
+
+# ---- OpenAPI: docs/openapi.json and JSON values checked against its schemas ---------------
+
+
+def openapi_file():
+    return os.path.join(top_srcdir(), "docs", "openapi.json")
+
+
+def load_openapi():
+    """docs/openapi.json: (its bytes, the parsed document)."""
+    with open(openapi_file(), "rb") as f:
+        raw = f.read()
+    return raw, json.loads(raw)
+
+
+def openapi_ref(doc, ref):
+    """The node a local "$ref" ("#/components/schemas/Error") points at."""
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        raise Failure(f"$ref {ref!r} is not a local JSON pointer")
+    node = doc
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            raise Failure(f"$ref {ref!r} does not resolve")
+        node = node[part]
+    return node
+
+
+def openapi_resolve(doc, node):
+    """node with any chain of $refs followed."""
+    seen = set()
+    while isinstance(node, dict) and "$ref" in node:
+        if node["$ref"] in seen:
+            raise Failure(f"$ref cycle through {node['$ref']}")
+        seen.add(node["$ref"])
+        node = openapi_ref(doc, node["$ref"])
+    return node
+
+
+def _json_type(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def schema_errors(doc, schema, value, where="$"):
+    """What is wrong with value as an instance of an OpenAPI 3.0 schema object: a list of
+    messages, empty when it fits.  Covers the keywords docs/openapi.json uses ($ref, type,
+    nullable, enum, properties, required, additionalProperties, items, min/maxItems,
+    minimum/maximum, min/maxLength, pattern, oneOf, anyOf, allOf, not); format,
+    discriminator and the annotations are not checked."""
+    import re
+    schema = openapi_resolve(doc, schema)
+    errs = []
+    t = _json_type(value)
+    want = schema.get("type")
+    if value is None and schema.get("nullable"):
+        return []
+    if want is not None and not (t == want or (want == "number" and t == "integer")):
+        return [f"{where}: {t}, expected {want}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if t in ("integer", "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            errs.append(f"{where}: {value} < minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errs.append(f"{where}: {value} > maximum {schema['maximum']}")
+    if t == "string":
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            errs.append(f"{where}: shorter than {schema['minLength']}")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errs.append(f"{where}: longer than {schema['maxLength']}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errs.append(f"{where}: {value[:40]!r} does not match {schema['pattern']}")
+    if t == "array":
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            errs.append(f"{where}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errs.append(f"{where}: more than {schema['maxItems']} items")
+        if "items" in schema:
+            for i, x in enumerate(value):
+                errs += schema_errors(doc, schema["items"], x, f"{where}[{i}]")
+    if t == "object":
+        props = schema.get("properties", {})
+        for k in schema.get("required", []):
+            if k not in value:
+                errs.append(f"{where}: lacks {k!r}")
+        extra = schema.get("additionalProperties", True)
+        for k, x in value.items():
+            if k in props:
+                errs += schema_errors(doc, props[k], x, f"{where}.{k}")
+            elif extra is False:
+                errs.append(f"{where}: unexpected key {k!r}")
+            elif isinstance(extra, dict):
+                errs += schema_errors(doc, extra, x, f"{where}.{k}")
+    for sub in schema.get("allOf", []):
+        errs += schema_errors(doc, sub, value, where)
+    if "anyOf" in schema:
+        fits = [schema_errors(doc, s, value, where) for s in schema["anyOf"]]
+        if all(fits):
+            errs.append(f"{where}: fits none of anyOf: " + "; ".join(f[0] for f in fits))
+    if "oneOf" in schema:
+        fits = [schema_errors(doc, s, value, where) for s in schema["oneOf"]]
+        n = sum(1 for f in fits if not f)
+        if n == 0:
+            errs.append(f"{where}: fits none of oneOf: " + "; ".join(f[0] for f in fits))
+        elif n > 1:
+            errs.append(f"{where}: fits {n} of oneOf, expected exactly one")
+    if "not" in schema and not schema_errors(doc, schema["not"], value, where):
+        errs.append(f"{where}: fits the schema under not")
+    return errs
+
+
+def openapi_operation(doc, method, path):
+    """(path template, operation object) that documents method on a concrete path, or
+    (template, None) when the path is documented without that method, or (None, None).
+    A literal segment beats a {parameter}."""
+    segs = path.split("?")[0].split("/")
+    best = None
+    for template in doc.get("paths", {}):
+        tsegs = template.split("/")
+        if len(tsegs) != len(segs):
+            continue
+        params = 0
+        for t, s in zip(tsegs, segs):
+            if t.startswith("{") and t.endswith("}"):
+                params += 1
+                if not s:
+                    break
+            elif t != s:
+                break
+        else:
+            if best is None or params < best[0]:
+                best = (params, template)
+    if best is None:
+        return None, None
+    item = doc["paths"][best[1]]
+    return best[1], item.get(method.lower())
+
+
+def openapi_check_answer(doc, method, path, status, content_type, body):
+    """Problems with an answer as docs/openapi.json documents it: a status the operation
+    does not list, a media type it does not list, or a JSON body that does not fit the
+    schema.  [] when the path is not documented at all (an unknown route)."""
+    template, op = openapi_operation(doc, method, path)
+    if template is None:
+        return []
+    where = f"{method} {path}"
+    if op is None:
+        return [] if status == 405 else [f"{where}: {template} documents no {method}"]
+    responses = op.get("responses", {})
+    resp = responses.get(str(status)) or responses.get(f"{status // 100}XX") \
+        or responses.get("default")
+    if resp is None:
+        return [f"{where}: status {status} is not among the documented {sorted(responses)}"]
+    resp = openapi_resolve(doc, resp)
+    content = resp.get("content", {})
+    mtype = (content_type or "").split(";")[0].strip().lower()
+    media = next((m for k, m in content.items() if k.split(";")[0].strip().lower() == mtype),
+                 None)
+    if media is None:
+        return [f"{where}: {status} answered with {content_type!r}; documented: "
+                f"{sorted(content)}"]
+    if mtype != "application/json" or "schema" not in media:
+        return []
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return [f"{where}: {status} body is not JSON: {body[:100]!r}"]
+    return [f"{where} -> {status}: {e}" for e in schema_errors(doc, media["schema"], value)]
