@@ -69,7 +69,8 @@ local next_i, seq = 0, 0
 local sent = {}               -- X-Request-Id -> time written (us)
 
 function init(args)
-   local file = args[1]
+   -- the endpoint scripts (classify.lua, ...) set default_bodies before loading this one
+   local file = args[1] or default_bodies
    if file == nil then
       error("body.lua: give the body file: wrk ... -s body.lua URL -- FILE")
    end
