@@ -299,17 +299,16 @@ static enum MHD_Result send_response(http_req *req, unsigned status, struct MHD_
     enum MHD_Result ret = MHD_queue_response(req->conn, status, r);
     MHD_destroy_response(r);
     count_outcome(req, status);
+    char path[160];
+    printable(path, sizeof path, req->url);
     if (req->srv->access_log) {
-        char path[160];
-        printable(path, sizeof path, req->url);
         log_info("access id=%s method=%.16s path=%s model=%s status=%u ms=%.3f queue_ms=%.3f "
                  "compute_ms=%.3f batch=%d",
                  req->id, req->method, path, req->target ? req->target->name : "-", status,
                  ms_since(&req->t0), (double)req->queue_us / 1e3, (double)req->compute_us / 1e3,
                  req->batch_rows);
     } else {
-        log_debug("%.16s %.128s -> %u in %.1f ms", req->method, req->url, status,
-                  ms_since(&req->t0));
+        log_debug("%.16s %s -> %u in %.1f ms", req->method, path, status, ms_since(&req->t0));
     }
     return ret;
 }
