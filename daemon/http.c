@@ -110,6 +110,7 @@ struct http_server {
     atomic_int in_flight;   /* requests between first call and on_completed */
     atomic_bool draining;
     int quiesced_fd;        /* the listening socket after http_quiesce, closed at stop */
+    bool socket_passed;     /* the listening socket is systemd's (socket activation) */
     char *token;            /* bearer token (auth_token_file), NULL: no auth */
     size_t token_len;
     bool open_health, open_metrics, access_log;
@@ -299,16 +300,17 @@ static enum MHD_Result send_response(http_req *req, unsigned status, struct MHD_
     enum MHD_Result ret = MHD_queue_response(req->conn, status, r);
     MHD_destroy_response(r);
     count_outcome(req, status);
-    char path[160];
+    char path[160], method[17];
     printable(path, sizeof path, req->url);
+    printable(method, sizeof method, req->method);
     if (req->srv->access_log) {
-        log_info("access id=%s method=%.16s path=%s model=%s status=%u ms=%.3f queue_ms=%.3f "
+        log_info("access id=%s method=%s path=%s model=%s status=%u ms=%.3f queue_ms=%.3f "
                  "compute_ms=%.3f batch=%d",
-                 req->id, req->method, path, req->target ? req->target->name : "-", status,
+                 req->id, method, path, req->target ? req->target->name : "-", status,
                  ms_since(&req->t0), (double)req->queue_us / 1e3, (double)req->compute_us / 1e3,
                  req->batch_rows);
     } else {
-        log_debug("%.16s %s -> %u in %.1f ms", req->method, path, status, ms_since(&req->t0));
+        log_debug("%s %s -> %u in %.1f ms", method, path, status, ms_since(&req->t0));
     }
     return ret;
 }
@@ -995,6 +997,27 @@ __attribute__((format(printf, 3, 4))) static int task_error(proto_error *pe, int
 
 /* A v2 answer's logits at most this big: a BERT request's rows are masks x vocabulary. */
 #define HTTP_V2_MAX_LOGITS_BYTES (256u << 20)
+/* Values a v2 answer may carry as JSON "data": each costs ~40 bytes as a jansson
+ * value on the HTTP thread before ~12 as text, so more goes as binary data. */
+#define HTTP_V2_MAX_JSON_VALUES 2000000u
+
+/* 413 when the outputs the request will get as JSON hold more than
+ * HTTP_V2_MAX_JSON_VALUES values (names[i] has counts[i]). */
+static int v2_json_size(const kserve_request *r, const char *const *names, const size_t *counts,
+                        int n, proto_error *pe)
+{
+    size_t values = 0;
+    for (int i = 0; i < n; i++)
+        if (kserve_output_in_json(r, names[i]))
+            values += counts[i];
+    if (values <= HTTP_V2_MAX_JSON_VALUES)
+        return 0;
+    return task_error(pe, HTTP_CONTENT_TOO_LARGE,
+                      "the answer would carry %zu values as JSON, over the %u allowed; ask for "
+                      "the outputs as binary data (\"parameters\": {\"binary_data_output\": "
+                      "true}) or send fewer rows",
+                      values, HTTP_V2_MAX_JSON_VALUES);
+}
 
 /* The task of a v2 infer body, per model kind: tensors in, the outputs' buffers. */
 static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
@@ -1025,6 +1048,10 @@ static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
         if (st != 0)
             return st;
         size_t out = (size_t)t->v2_n * (size_t)m->md.n_labels;
+        static const char *const names[] = {"logits", "probabilities"};
+        const size_t counts[] = {out, out};
+        if ((st = v2_json_size(&t->v2, names, counts, 2, pe)) != 0)
+            return st;
         t->probs = malloc(out * sizeof *t->probs);
         t->logits = malloc(out * sizeof *t->logits);
         if (t->probs == NULL || t->logits == NULL)
@@ -1041,8 +1068,12 @@ static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
         st = kserve_gan_input(&t->v2, &gm, &t->v2_inputs, &t->v2_classes, &t->v2_n, pe);
         if (st != 0)
             return st;
-        t->images = malloc((size_t)t->v2_n * (size_t)gm.channels * (size_t)gm.height *
-                           (size_t)gm.width * sizeof *t->images);
+        size_t out = (size_t)t->v2_n * (size_t)gm.channels * (size_t)gm.height *
+                     (size_t)gm.width;
+        static const char *const names[] = {"images"};
+        if ((st = v2_json_size(&t->v2, names, &out, 1, pe)) != 0)
+            return st;
+        t->images = malloc(out * sizeof *t->images);
         if (t->images == NULL)
             return HTTP_INTERNAL_SERVER_ERROR;
         t->wt.kind = MODEL_KIND_GAN;
@@ -1064,6 +1095,10 @@ static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
                                  "%zu [MASK] positions x %d logits is over the %u MiB an answer "
                                  "may take; send fewer masks per request",
                                  rows, vocab, HTTP_V2_MAX_LOGITS_BYTES >> 20);
+    static const char *const names[] = {"logits", "mask_positions"};
+    const size_t counts[] = {rows * (size_t)vocab, rows * 2};
+    if ((st = v2_json_size(&t->v2, names, counts, 2, pe)) != 0)
+        return st;
     t->logits = malloc((rows ? rows : 1) * (size_t)vocab * sizeof *t->logits);
     if (t->logits == NULL)
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -1501,6 +1536,7 @@ static int passed_listener(http_server *s, int *fd_out, int *family, char *err, 
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     *fd_out = fd;
     *family = sa.ss_family;
+    s->socket_passed = true;
     return 1;
 #else
     (void)s, (void)fd_out, (void)family, (void)err, (void)errlen;
@@ -1662,8 +1698,11 @@ void http_quiesce(http_server *h)
     }
     /* Stop listening now, so new clients are refused at once instead of queueing for
      * a server that will not accept them; the descriptor itself stays open until
-     * after MHD_stop_daemon, as libmicrohttpd's threads may still look at it. */
-    shutdown(fd, SHUT_RDWR);
+     * after MHD_stop_daemon, as libmicrohttpd's threads may still look at it.  Not
+     * systemd's socket: shutdown() acts on the socket, not on our descriptor, and
+     * systemd keeps it listening so the next modeld finds the waiting clients. */
+    if (!h->socket_passed)
+        shutdown(fd, SHUT_RDWR);
     h->quiesced_fd = fd;
 }
 

@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -163,6 +164,15 @@ static int reload(int argc, char **argv, config *cfg, registry **reg, http_serve
         log_warn("reload: listen, http_threads, max_body_bytes, max_images_per_request, "
                  "request_timeout_ms, max_request_timeout_ms, blas_threads, access_log and "
                  "auth_* take a restart; their old values stay");
+    /* The queue deadline is the HTTP server's too (its 503 message): kept, as warned. */
+    next_cfg.request_timeout_ms = cfg->request_timeout_ms;
+    if ((long long)next_cfg.max_queue_delay_us >= (long long)next_cfg.request_timeout_ms * 1000) {
+        log_error("reload failed, still serving the previous models: max_queue_delay_us (%d) "
+                  "must be less than the running request_timeout_ms (%d)",
+                  next_cfg.max_queue_delay_us, next_cfg.request_timeout_ms);
+        config_free(&next_cfg);
+        return -1;
+    }
     registry *next = NULL;
     if (registry_create(&next_cfg, *reg, &next, err, sizeof err) != 0 ||
         registry_load(next, err, sizeof err) != 0) {
@@ -319,9 +329,17 @@ int main(int argc, char **argv)
     /* Close the queues, run what is queued for up to shutdown_timeout_ms (failing
      * the rest with 503), join the workers: every queued job is answered, so every
      * suspended connection is resumed before MHD_stop_daemon. */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int dropped = registry_drain(reg, cfg.shutdown_timeout_ms);
-    for (int i = 0; i < retired.n; i++)
-        dropped += registry_drain(retired.r[i], 0);
+    for (int i = 0; i < retired.n; i++) { /* their workers ran meanwhile: what time is left */
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long spent = (long)(t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        dropped += registry_drain(retired.r[i],
+                                  spent < cfg.shutdown_timeout_ms
+                                      ? (int)(cfg.shutdown_timeout_ms - spent) : 0);
+    }
     if (dropped > 0)
         log_warn("%d queued request(s) not run within shutdown_timeout_ms (%d): answered 503",
                  dropped, cfg.shutdown_timeout_ms);

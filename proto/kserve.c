@@ -851,6 +851,12 @@ static int wanted(const kserve_request *r, const kserve_output *o)
     return 0;
 }
 
+bool kserve_output_in_json(const kserve_request *r, const char *name)
+{
+    kserve_output o = {.name = name};
+    return wanted(r, &o) == 1;
+}
+
 int kserve_format_infer(const char *model, const kserve_request *r, const kserve_output *outs,
                         int n_outs, char **body, size_t *body_len, size_t *json_len,
                         proto_error *err)
@@ -892,10 +898,30 @@ int kserve_format_infer(const char *model, const kserve_request *r, const kserve
             binary += count * DTYPE_SIZE[o->dtype];
         } else {
             json_t *data = json_array();
-            for (size_t k = 0; k < count && data; k++)
-                json_array_append_new(data, o->dtype == KSERVE_FP32
-                                                ? json_real((double)o->f32[k])
-                                                : json_integer((json_int_t)o->i64[k]));
+            for (size_t k = 0; k < count && data; k++) {
+                if (o->dtype == KSERVE_FP32 && !isfinite(o->f32[k])) {
+                    json_decref(data);
+                    json_decref(t);
+                    json_decref(list);
+                    json_decref(root);
+                    return proto_perr(err, 500,
+                                      "output '%s' holds a value JSON cannot carry (NaN or "
+                                      "infinity, element %zu); ask for it as binary data",
+                                      o->name, k);
+                }
+                if (json_array_append_new(data, o->dtype == KSERVE_FP32
+                                                    ? json_real((double)o->f32[k])
+                                                    : json_integer((json_int_t)o->i64[k])) != 0) {
+                    json_decref(data);
+                    data = NULL;
+                }
+            }
+            if (data == NULL) {
+                json_decref(t);
+                json_decref(list);
+                json_decref(root);
+                return proto_perr(err, 500, "out of memory formatting the answer");
+            }
             proto_set(t, "data", data);
         }
         json_array_append_new(list, t);

@@ -136,10 +136,15 @@ typedef struct kserve_output {
 
 /* The outputs asked for (all when the request names none; 400 for a name the model
  * does not have) as {"model_name", "model_version", "id"?, "outputs"}; binary ones
- * appended after the JSON.  *body is malloc'd. */
+ * appended after the JSON.  *body is malloc'd.  JSON has no NaN or infinity: an
+ * FP32 output holding one is 500 unless asked for as binary data. */
 int kserve_format_infer(const char *model, const kserve_request *r, const kserve_output *outs,
                         int n_outs, char **body, size_t *body_len, size_t *json_len,
                         proto_error *err);
+
+/* Will the output `name` be in the answer as JSON "data" (asked for, or every
+ * output is, and not as binary data)?  For sizing the answer before running. */
+bool kserve_output_in_json(const kserve_request *r, const char *name);
 
 /* GET /v2 */
 char *kserve_format_server(const char *version);

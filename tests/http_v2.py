@@ -182,6 +182,22 @@ def check_errors(d):
     status, _, doc = infer(d, "fashion", body, hdrs)
     check(status == 400 and "Inference-Header-Content-Length" in doc["error"],
           f"header length past the body: {status} {doc}")
+    # JSON cannot carry NaN or infinity: an answer that would is refused, binary is not
+    huge = dict(img, data=[3e38, -3e38] * 392)
+    refused(d, "fashion", {"inputs": [huge]}, 500, "NaN or infinity")
+    status, _, _ = d.request("POST", "/v2/models/fashion/infer",
+                             {"inputs": [huge], "parameters": {"binary_data_output": True}})
+    check(status == 200, f"non-finite logits as binary data: {status}")
+    # an answer too big for JSON: 250 masks x the vocabulary
+    vocab = [ln.rstrip("\n") for ln in open(os.path.join(models_dir(), "bert", "vocab.txt"),
+                                              encoding="utf-8")]
+    ids = [[vocab.index("[CLS]")] + [vocab.index("[MASK]")] * 125 + [vocab.index("[SEP]")]] * 2
+    big = {"inputs": [{"name": "input_ids", "shape": [2, 127], "datatype": "INT64", "data": ids}]}
+    refused(d, "bert", big, 413, "binary_data_output")
+    status, hdrs, data = d.request("POST", "/v2/models/bert/infer",
+                                   dict(big, parameters={"binary_data_output": True}))
+    check(status == 200 and hdrs.get("content-type") == "application/octet-stream",
+          f"the same as binary data: {status} {hdrs}")
     both = json.loads(json.dumps(meta))
     both["inputs"][0]["data"] = [0.5] * 784
     body, hdrs = binary_body(both, [blob])
