@@ -85,28 +85,11 @@ def check_metrics_open(fashion, tmp, token_file):
     with open(conf, "w") as f:
         f.write(f"[server]\nauth_token_file = {token_file}\nauth_open_health = no\n"
                 "auth_open_metrics = yes\n")
-    # testlib waits for /v2/health/ready, which now needs the token: poll by hand
-    d = testlib.Daemon({"fashion": fashion}, ["--config", conf])
-    d.wait_ready = lambda: wait_ready_with_token(d)
-    with d:
+    # /v2/health/ready, which testlib waits for, now needs the token too
+    with testlib.Daemon({"fashion": fashion}, ["--config", conf],
+                        ready_headers={"Authorization": f"Bearer {TOKEN}"}) as d:
         expect(status_of(d, "GET", "/metrics")[0] == 200, "open /metrics refused")
         expect(status_of(d, "GET", "/v2/health/ready")[0] == 401, "closed health answered")
-
-
-def wait_ready_with_token(d):
-    import time
-    deadline = time.monotonic() + d.READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if d.proc.poll() is not None:
-            return False
-        try:
-            if status_of(d, "GET", "/v2/health/ready", None,
-                         {"Authorization": f"Bearer {TOKEN}"})[0] == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
 
 
 def check_bad_token_file(fashion, tmp):
@@ -180,11 +163,7 @@ def check_shutdown_timeout(fashion, tmp):
     d.start()
     try:
         def in_flight():
-            _, _, data = d.request("GET", "/metrics")
-            for line in data.decode().splitlines():
-                if line.startswith('modeld_requests_in_flight{model="fashion"}'):
-                    return float(line.rsplit(" ", 1)[1])
-            return 0
+            return testlib.metric(testlib.scrape(d), "modeld_requests_in_flight", model="fashion")
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(call, d, "POST", CLASSIFY, big) for _ in range(4)]
             deadline = time.monotonic() + 20

@@ -58,11 +58,7 @@ def wait_log(d, text, after, timeout=30.0):
 
 
 def ok_count(d):
-    _, _, data = d.request("GET", "/metrics")
-    for line in data.decode().splitlines():
-        if line.startswith('modeld_requests_total{model="m",outcome="ok"}'):
-            return float(line.rsplit(" ", 1)[1])
-    raise Failure("no ok counter for model m in /metrics")
+    return testlib.metric(testlib.scrape(d), "modeld_requests_total", model="m", outcome="ok")
 
 
 def check_reload_under_load(d, conf, new_dir, old, new):

@@ -348,11 +348,9 @@ def main():
             check_gan(d)
             print("ok   check_gan", flush=True)
             # v2 requests are counted with the model's /v1 ones
-            _, _, data = d.request("GET", "/metrics")
-            line = [ln for ln in data.decode().splitlines()
-                    if ln.startswith('modeld_requests_total{model="fashion",outcome="client_error"}')]
-            check(line and float(line[0].rsplit(" ", 1)[1]) >= 15,
-                  f"v2 errors not counted in /metrics: {line}")
+            errors = testlib.metric(testlib.scrape(d), "modeld_requests_total", model="fashion",
+                                    outcome="client_error")
+            check(errors >= 15, f"v2 errors not counted in /metrics: {errors}")
     except (Failure, testlib.DaemonError) as e:
         print(f"FAIL {e}", flush=True)
         return 1

@@ -92,8 +92,9 @@ class Daemon:
     READY_TIMEOUT = 30.0
     STOP_TIMEOUT = 30.0
 
-    def __init__(self, models, extra_args=(), binary=None, env=None):
+    def __init__(self, models, extra_args=(), binary=None, env=None, ready_headers=None):
         self.models = dict(models)
+        self.ready_headers = ready_headers  # e.g. a bearer token when health is closed
         self.extra_args = list(extra_args)
         self.binary = binary or daemon_binary()
         self.env = env
@@ -147,7 +148,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 return False
             try:
-                status, _, _ = http(self.port, "GET", "/v2/health/ready", timeout=2.0)
+                status, _, _ = http(self.port, "GET", "/v2/health/ready",
+                                    headers=self.ready_headers, timeout=2.0)
                 if status == 200:
                     return True
             except OSError:
@@ -412,3 +414,48 @@ def openapi_check_answer(doc, method, path, status, content_type, body):
     except ValueError:
         return [f"{where}: {status} body is not JSON: {body[:100]!r}"]
     return [f"{where} -> {status}: {e}" for e in schema_errors(doc, media["schema"], value)]
+
+
+def scrape(d):
+    """GET /metrics: {(name, frozenset of label items): value}, after checking the
+    text format: HELP and TYPE before each family, cumulative buckets ending in +Inf
+    that equal _count."""
+    status, hdrs, data = d.request("GET", "/metrics")
+    expect(status == 200, f"/metrics: {status} {data[:200]!r}")
+    expect(hdrs.get("content-type", "").startswith("text/plain; version=0.0.4"),
+           f"/metrics Content-Type {hdrs.get('content-type')!r}")
+    samples, typed = {}, {}
+    for line in data.decode("utf-8").splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            typed[name] = kind
+            continue
+        if line.startswith("#") or not line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        items = frozenset(tuple(kv.split("=", 1)) for kv in labels.rstrip("}").split(",")
+                          if kv)
+        family = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and name[:-len(suffix)] in typed:
+                family = name[:-len(suffix)]
+        expect(family in typed, f"/metrics: {name} has no # TYPE line")
+        expect(name.startswith("modeld_"), f"/metrics: {name} is not prefixed modeld_")
+        samples[(name, items)] = float(value)
+    for (name, items), count in samples.items():
+        if not name.endswith("_count") or typed.get(name[:-6]) != "histogram":
+            continue
+        base = name[:-6]
+        model = [kv for kv in items if kv[0] == "model"]
+        buckets = sorted((float(dict(k[1])["le"].strip('"')), v) for k, v in samples.items()
+                         if k[0] == base + "_bucket" and set(model) <= k[1])
+        values = [v for _, v in buckets]
+        expect(values == sorted(values) and buckets[-1][0] == float("inf")
+               and values[-1] == count, f"/metrics: {base} {model} buckets {buckets} vs {count}")
+    return samples
+
+
+def metric(samples, name, **labels):
+    want = frozenset((k, f'"{v}"') for k, v in labels.items())
+    return samples.get((name, want), 0.0)
