@@ -1033,15 +1033,11 @@ static int task_v2(http_req *req, infer_task *t, int *units, proto_error *pe)
     registry_model_info(m, &info);
     kserve_model_io io;
     kserve_describe(&info, &io);
-    for (int i = 0; i < t->v2.n_outputs; i++) {
-        bool known = false;
-        for (int j = 0; j < io.n_out; j++)
-            known = known || strcmp(t->v2.outputs[i].name, io.out[j].name) == 0;
-        if (!known)
-            return task_error(pe, HTTP_BAD_REQUEST,
-                                     "model %s has no output '%s'; GET /v2/models/%s lists its "
-                                     "outputs", m->name, t->v2.outputs[i].name, m->name);
-    }
+    const char *outputs[KSERVE_MAX_OUTPUTS];
+    for (int j = 0; j < io.n_out; j++)
+        outputs[j] = io.out[j].name;
+    if ((st = kserve_check_outputs(&t->v2, m->name, outputs, io.n_out, pe)) != 0)
+        return st;
     if (m->md.kind == MODEL_KIND_CNN) {
         st = kserve_cnn_input(&t->v2, m->name, &m->md.preproc, req->srv->max_images, &t->v2_inputs,
                               &t->v2_n, pe);

@@ -851,6 +851,20 @@ static int wanted(const kserve_request *r, const kserve_output *o)
     return 0;
 }
 
+int kserve_check_outputs(const kserve_request *r, const char *model, const char *const *names,
+                         int n, proto_error *err)
+{
+    for (int i = 0; i < r->n_outputs; i++) {
+        bool known = false;
+        for (int j = 0; j < n; j++)
+            known = known || strcmp(r->outputs[i].name, names[j]) == 0;
+        if (!known)
+            return proto_perr(err, 400, "model %s has no output '%s'; GET /v2/models/%s lists "
+                                        "its outputs", model, r->outputs[i].name, model);
+    }
+    return 0;
+}
+
 bool kserve_output_in_json(const kserve_request *r, const char *name)
 {
     kserve_output o = {.name = name};
@@ -862,14 +876,13 @@ int kserve_format_infer(const char *model, const kserve_request *r, const kserve
                         proto_error *err)
 {
     *body = NULL;
-    for (int i = 0; i < r->n_outputs; i++) {
-        bool known = false;
-        for (int j = 0; j < n_outs; j++)
-            known = known || strcmp(r->outputs[i].name, outs[j].name) == 0;
-        if (!known)
-            return proto_perr(err, 400, "model %s has no output '%s'; GET /v2/models/%s lists "
-                                        "its outputs", model, r->outputs[i].name, model);
-    }
+    const char *names[KSERVE_MAX_OUTPUTS];
+    for (int j = 0; j < n_outs && j < KSERVE_MAX_OUTPUTS; j++)
+        names[j] = outs[j].name;
+    int st = kserve_check_outputs(r, model, names,
+                                  n_outs < KSERVE_MAX_OUTPUTS ? n_outs : KSERVE_MAX_OUTPUTS, err);
+    if (st != 0)
+        return st;
     json_t *root = json_object(), *list = json_array();
     if (root == NULL || list == NULL) {
         json_decref(root);

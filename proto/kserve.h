@@ -34,6 +34,7 @@
 
 #define KSERVE_MAX_DIMS 8
 #define KSERVE_NAME_MAX 64
+#define KSERVE_MAX_OUTPUTS 8  /* outputs of one model, at most */
 
 typedef enum kserve_dtype {
     KSERVE_BOOL = 0,
@@ -141,6 +142,11 @@ typedef struct kserve_output {
 int kserve_format_infer(const char *model, const kserve_request *r, const kserve_output *outs,
                         int n_outs, char **body, size_t *body_len, size_t *json_len,
                         proto_error *err);
+
+/* 400 unless every output the request names is one of names[0..n): checked before
+ * running, so a typo costs no forward pass. */
+int kserve_check_outputs(const kserve_request *r, const char *model, const char *const *names,
+                         int n, proto_error *err);
 
 /* Will the output `name` be in the answer as JSON "data" (asked for, or every
  * output is, and not as binary data)?  For sizing the answer before running. */
