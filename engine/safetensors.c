@@ -14,7 +14,7 @@
  * The header maps each tensor name to {dtype, shape, data_offsets: [begin, end]},
  * offsets relative to the start of the data section.
  */
-#define _POSIX_C_SOURCE 200809L /* O_CLOEXEC under -std=c11 */
+#define _DEFAULT_SOURCE /* madvise (and O_CLOEXEC) under -std=c11 */
 
 #include "engine/safetensors.h"
 
@@ -588,4 +588,19 @@ const float *safetensors_f32_data(const safetensors_tensor *t)
     if (!ST_HOST_LE || t->dtype != SAFETENSORS_F32 || (uintptr_t)t->data % _Alignof(float))
         return NULL;
     return (const float *)(const void *)t->data;
+}
+
+void safetensors_drop(const safetensors *st, const safetensors_tensor *t)
+{
+    if (!st->map || t->nbytes == 0)
+        return;
+    const long page_l = sysconf(_SC_PAGESIZE);
+    if (page_l <= 0)
+        return;
+    const uintptr_t page = (uintptr_t)page_l;
+    /* only the pages wholly inside the tensor: a neighbour may share the edge pages */
+    const uintptr_t first = ((uintptr_t)t->data + page - 1) / page * page;
+    const uintptr_t end = ((uintptr_t)t->data + t->nbytes) / page * page;
+    if (end > first)
+        (void)madvise((void *)first, end - first, MADV_DONTNEED);
 }

@@ -74,6 +74,12 @@ engine_status safetensors_read_f32(const safetensors_tensor *t, float *out, engi
 /* Zero-copy view for F32 tensors whose data is 4-byte aligned; NULL otherwise. */
 const float *safetensors_f32_data(const safetensors_tensor *t);
 
+/* A hint that the caller has what it needs from t (a converted or rearranged copy)
+ * and will not read its bytes again: the pages wholly inside it leave this process's
+ * memory.  The data stays valid (a later read faults it back in from the file); a
+ * no-op for safetensors_open_buffer() handles. */
+void safetensors_drop(const safetensors *st, const safetensors_tensor *t);
+
 const char *safetensors_dtype_name(safetensors_dtype d);
 
 #endif

@@ -794,6 +794,58 @@ END_TEST
 
 /* ---- linear ---------------------------------------------------------------------- */
 
+/* want = act(x w^T + b) in double, and scale = the sum of the terms' magnitudes (the
+ * tolerance's yardstick), for x (n,in), w (out,in). */
+static void linear_reference(int n, int in, int out, const float *x, const float *w,
+                             const float *b, act_kind act, float alpha, double *want,
+                             double *scale)
+{
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) {
+            double sum = b ? b[o] : 0, as = b ? fabs(b[o]) : 0;
+            for (int q = 0; q < in; q++) {
+                sum += (double)x[i * in + q] * w[o * in + q];
+                as += fabs((double)x[i * in + q] * w[o * in + q]);
+            }
+            want[i * out + o] = ref_act(act, alpha, sum);
+            scale[i * out + o] = as;
+        }
+}
+
+/* Every activation, with and without bias, on each (n, in, out) of shapes, through
+ * linear_forward or (packed) linear_pack + linear_forward_packed. */
+static void check_linear_shapes(rng *r, const int (*shapes)[3], size_t count, bool packed)
+{
+    for (size_t s = 0; s < count; s++)
+        for (size_t k = 0; k < N_ACTS; k++) {
+            const int n = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+            const bool with_bias = (s + k) % 2;
+            float *x = rand_buf(r, (size_t)n * in), *w = rand_buf(r, (size_t)out * in);
+            float *b = with_bias ? rand_buf(r, out) : NULL, *y = rand_buf(r, (size_t)n * out);
+            double *want = malloc((size_t)n * out * sizeof *want);
+            double *scale = malloc((size_t)n * out * sizeof *scale);
+            ck_assert(want && scale);
+            const float alpha = act_alpha_for(all_acts[k]);
+            linear_reference(n, in, out, x, w, b, all_acts[k], alpha, want, scale);
+            if (packed) {
+                const size_t np = linear_packed_floats(out, in);
+                ck_assert_uint_eq(np, (size_t)((out + 15) / 16) * 16 * (size_t)in);
+                float *panels = rand_buf(r, np); /* garbage first: packing must fill it all */
+                linear_pack(out, in, w, panels);
+                memset(w, 0xff, (size_t)out * in * sizeof *w); /* never read after packing */
+                linear_forward_packed(NULL, n, in, out, x, panels, b, all_acts[k], alpha, y);
+                free(panels);
+            } else {
+                linear_forward(NULL, n, in, out, x, w, b, all_acts[k], alpha, y);
+            }
+            long bad = first_mismatch(y, want, scale, (size_t)n * out);
+            ck_assert_msg(bad < 0, "%slinear %dx%d->%d act %d: y[%ld]=%g want %g",
+                          packed ? "packed " : "", n, in, out, all_acts[k], bad,
+                          bad < 0 ? 0 : y[bad], bad < 0 ? 0 : want[bad]);
+            free(x), free(w), free(b), free(y), free(want), free(scale);
+        }
+}
+
 START_TEST(test_linear)
 {
     rng r = {7};
@@ -802,30 +854,22 @@ START_TEST(test_linear)
     static const int shapes[][3] = {{1, 64, 10}, {3, 17, 5}, {1, 9, 1}, {4, 1, 3}, {2, 128, 33},
                                     {16, 40, 7}, {17, 24, 8}, {7, 19, 4}, {33, 72, 3},
                                     {5, 8, 2}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (size_t k = 0; k < N_ACTS; k++) {
-            const int n = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
-            const bool with_bias = (s + k) % 2;
-            float *x = rand_buf(&r, (size_t)n * in), *w = rand_buf(&r, (size_t)out * in);
-            float *b = with_bias ? rand_buf(&r, out) : NULL, *y = rand_buf(&r, (size_t)n * out);
-            double want[33 * 33], scale[33 * 33];
-            const float alpha = act_alpha_for(all_acts[k]);
-            for (int i = 0; i < n; i++)
-                for (int o = 0; o < out; o++) {
-                    double sum = b ? b[o] : 0, as = b ? fabs(b[o]) : 0;
-                    for (int q = 0; q < in; q++) {
-                        sum += (double)x[i * in + q] * w[o * in + q];
-                        as += fabs((double)x[i * in + q] * w[o * in + q]);
-                    }
-                    want[i * out + o] = ref_act(all_acts[k], alpha, sum);
-                    scale[i * out + o] = as;
-                }
-            linear_forward(NULL, n, in, out, x, w, b, all_acts[k], alpha, y);
-            long bad = first_mismatch(y, want, scale, (size_t)n * out);
-            ck_assert_msg(bad < 0, "linear %dx%d->%d act %d: y[%ld]=%g want %g", n, in, out,
-                          all_acts[k], bad, bad < 0 ? 0 : y[bad], bad < 0 ? 0 : want[bad]);
-            free(x), free(w), free(b), free(y);
-        }
+    check_linear_shapes(&r, shapes, sizeof shapes / sizeof shapes[0], false);
+}
+END_TEST
+
+/* The packed-weight path: rows on both sides of the 6-row tile and the 192-row block,
+ * depths on both sides of the 256 slice, widths with a partial last panel of 16 and
+ * past a group of 8 panels. */
+START_TEST(test_linear_packed)
+{
+    rng r = {11};
+    static const int shapes[][3] = {{1, 64, 10},  {6, 256, 16}, {7, 257, 17}, {13, 9, 1},
+                                    {5, 1, 40},   {12, 300, 130}, {200, 33, 33},
+                                    {193, 512, 48}, {2, 600, 3}};
+    check_linear_shapes(&r, shapes, sizeof shapes / sizeof shapes[0], true);
+    ck_assert_uint_eq(linear_packed_floats(0, 5), 0);
+    ck_assert_uint_eq(linear_packed_floats(5, 0), 0);
 }
 END_TEST
 
@@ -1151,6 +1195,7 @@ static Suite *ops_suite(void)
 
     tc = tcase_create("linear");
     tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_linear_packed);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pool");

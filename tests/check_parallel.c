@@ -59,18 +59,23 @@ START_TEST(test_null_and_bad_sizes)
 }
 END_TEST
 
+/* x, w uniform in [-0.5, 0.5) from the seed s; b[i] = i / out. */
+static void fill_layer(unsigned s, float *x, size_t nx, float *w, size_t nw, float *b, int out)
+{
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / (1u << 24) - 0.5f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / (1u << 24) - 0.5f;
+    for (int i = 0; i < out; i++)
+        b[i] = (float)i / out;
+}
+
 /* Threads split W's rows, each output computed whole by one thread: bit-identical. */
 START_TEST(test_linear_any_threads)
 {
     enum { N = 5, IN = 37, OUT = 29 };
     float x[N * IN], w[OUT * IN], b[OUT], y1[N * OUT], y3[N * OUT];
-    unsigned s = 12345;
-    for (int i = 0; i < N * IN; i++)
-        x[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / (1u << 24) - 0.5f;
-    for (int i = 0; i < OUT * IN; i++)
-        w[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / (1u << 24) - 0.5f;
-    for (int i = 0; i < OUT; i++)
-        b[i] = (float)i / OUT;
+    fill_layer(12345, x, N * IN, w, OUT * IN, b, OUT);
     par_pool *p;
     engine_err err;
     ck_assert_int_eq(par_pool_open(3, &p, &err), ENGINE_OK);
@@ -81,6 +86,30 @@ START_TEST(test_linear_any_threads)
 }
 END_TEST
 
+/* The packed path splits whole panels of 16 outputs between threads: bit-identical
+ * for any pool size, including pools with more threads than panels. */
+START_TEST(test_linear_packed_any_threads)
+{
+    enum { N = 14, IN = 300, OUT = 70 };
+    static float x[N * IN], w[OUT * IN], b[OUT], y1[N * OUT], y2[N * OUT], y7[N * OUT];
+    static float panels[((OUT + 15) / 16) * 16 * IN];
+    fill_layer(777, x, N * IN, w, OUT * IN, b, OUT);
+    ck_assert_uint_eq(linear_packed_floats(OUT, IN), sizeof panels / sizeof panels[0]);
+    linear_pack(OUT, IN, w, panels);
+    par_pool *p2, *p7;
+    engine_err err;
+    ck_assert_int_eq(par_pool_open(2, &p2, &err), ENGINE_OK);
+    ck_assert_int_eq(par_pool_open(7, &p7, &err), ENGINE_OK);
+    linear_forward_packed(NULL, N, IN, OUT, x, panels, b, ACT_GELU, 0.0f, y1);
+    linear_forward_packed(p2, N, IN, OUT, x, panels, b, ACT_GELU, 0.0f, y2);
+    linear_forward_packed(p7, N, IN, OUT, x, panels, b, ACT_GELU, 0.0f, y7);
+    ck_assert_int_eq(memcmp(y1, y2, sizeof y1), 0);
+    ck_assert_int_eq(memcmp(y1, y7, sizeof y1), 0);
+    par_pool_close(p2);
+    par_pool_close(p7);
+}
+END_TEST
+
 static Suite *parallel_suite(void)
 {
     Suite *s = suite_create("parallel");
@@ -88,6 +117,7 @@ static Suite *parallel_suite(void)
     tcase_add_test(tc, test_every_part_once);
     tcase_add_test(tc, test_null_and_bad_sizes);
     tcase_add_test(tc, test_linear_any_threads);
+    tcase_add_test(tc, test_linear_packed_any_threads);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -662,6 +662,45 @@ START_TEST(test_open_file)
 }
 END_TEST
 
+/* Dropping a tensor's pages loses nothing: a later read faults them back in from the
+ * file, and its neighbours (which may share its edge pages) are untouched. */
+START_TEST(test_drop_keeps_data)
+{
+    enum { N = 5000 }; /* several pages */
+    float *w = malloc((N + 3) * sizeof *w);
+    ck_assert_ptr_nonnull(w);
+    for (int i = 0; i < N + 3; i++)
+        w[i] = (float)i * 0.5f;
+    st_file f = file_make("{'a': {'dtype': 'F32', 'shape': [5000], 'data_offsets': [0, 20000]},"
+                          " 'b': {'dtype': 'F32', 'shape': [3], 'data_offsets': [20000, 20012]}}",
+                          w, (N + 3) * sizeof *w);
+    char path[300];
+    snprintf(path, sizeof path, "%s/model.safetensors", tmpdir);
+    write_file(path, f.bytes, f.len);
+
+    safetensors *st;
+    engine_err err;
+    ck_assert_int_eq(safetensors_open(path, &st, &err), ENGINE_OK);
+    const safetensors_tensor *a = safetensors_find(st, "a"), *b = safetensors_find(st, "b");
+    ck_assert_mem_eq(safetensors_f32_data(a), w, N * sizeof *w);
+    safetensors_drop(st, a);
+    safetensors_drop(st, a); /* twice is fine */
+    ck_assert_mem_eq(safetensors_f32_data(a), w, N * sizeof *w);
+    ck_assert_mem_eq(safetensors_f32_data(b), w + N, 3 * sizeof *w);
+    safetensors_close(st);
+    unlink(path);
+
+    /* a caller's buffer is never touched */
+    ck_assert_int_eq(safetensors_open_buffer(f.bytes, f.len, &st, &err), ENGINE_OK);
+    a = safetensors_find(st, "a");
+    safetensors_drop(st, a);
+    ck_assert_mem_eq(safetensors_f32_data(a), w, N * sizeof *w);
+    safetensors_close(st);
+    file_free(&f);
+    free(w);
+}
+END_TEST
+
 START_TEST(test_open_bad_files)
 {
     safetensors *st;
@@ -725,6 +764,7 @@ static Suite *safetensors_suite(void)
     TCase *files = tcase_create("files");
     tcase_add_checked_fixture(files, tmpdir_setup, tmpdir_teardown);
     tcase_add_test(files, test_open_file);
+    tcase_add_test(files, test_drop_keeps_data);
     tcase_add_test(files, test_open_bad_files);
     suite_add_tcase(s, files);
     return s;

@@ -2,12 +2,15 @@
  * key names), and its forward pass over a packed batch.
  *
  * Load (one thread, may allocate): every tensor is looked up by its HF name with its
- * exact shape, and used in place from the mapping when it is aligned F32, else
- * converted into memory the model owns.  Query, key and value are fused at load into
- * one (3D, D) matrix so a layer starts with a single GEMM.  The MLM decoder is the
- * word-embedding matrix unless the checkpoint stores its own.  The NSP head (pooler +
- * seq_relationship) is optional.  Keys without the "bert." prefix (a bare BertModel
- * encoder under cls.* heads) are accepted too.
+ * exact shape.  The weight matrices every token goes through (query/key/value fused
+ * into one (3D, D) matrix so a layer starts with a single GEMM, the attention output,
+ * both FFN matrices, the MLM transform and the pooler) are rearranged into the packed
+ * layout of linear_forward_packed, in memory the model owns, and their pages of the
+ * mapping are dropped; the rest (embeddings, biases, LayerNorms, the decoder) is used
+ * in place from the mapping when it is aligned F32, else converted into owned memory.
+ * The MLM decoder is the word-embedding matrix unless the checkpoint stores its own.
+ * The NSP head (pooler + seq_relationship) is optional.  Keys without the "bert."
+ * prefix (a bare BertModel encoder under cls.* heads) are accepted too.
  *
  * Forward (any thread, its own arena, never allocates): the sequences are packed
  * back to back, (Ttot, D), with no padding; every GEMM runs over the whole packed
@@ -15,15 +18,13 @@
  * packed QKV).  The last layer computes only the rows the heads read (mask positions
  * and [CLS]): attention needs every row's keys and values, but its queries, the
  * output projection and the FFN run on the selected rows alone, which saves most of
- * a layer.  Where the time goes (perf, BERT-base, one sequence of 128 tokens, 20
- * masks, 1 BLAS thread): ~80% in OpenBLAS sgemm (61% its kernel, 19% packing the
- * weight panels, which at M = 128 rows is not amortised; attention's per-head GEMMs
- * are ~3% of the FLOPs within that), ~11% in the exact GELU (libm erff, scalar: the
- * one cheap win left, in ops/activation.c), ~3.5% in attention's softmax (expf), ~1%
- * copying biases into GEMM outputs, under 1% in LayerNorm and embeddings.  At 16
- * tokens the weight packing dominates: each layer's ~28 MB of weights are copied once
- * per GEMM for 16 rows of work, which a small-M GEMM path in blas.c would avoid.  The
- * MLM decoder GEMM (V x D per mask) is the heads' only sizeable cost.
+ * a layer.  Where the time goes (perf, BERT-base, one sequence of 128 tokens, 2
+ * threads): ~80% in the packed GEMM kernel, which runs at ~85% of the FMA peak
+ * measured on these cores; ~4% attention's per-head products; ~2% the MLM decoder
+ * (V x D read for each mask: memory-bound); ~2% GELU; the rest LayerNorm, softmax
+ * and the threads' hand-offs.  Before the weights were packed at load, OpenBLAS
+ * copied every weight matrix into its own layout on every call (~11% of the time)
+ * and its threads yield-spun between calls (~15%).
  *
  * Errors are returned through engine_fail, never printed.  Request values (ids,
  * lengths, mask positions) are all checked before anything runs, so nothing past the
@@ -51,15 +52,17 @@
 #define BERT_MAX_BATCH 65536
 #define BERT_MAX_TOKENS (1 << 24)
 
+/* Weight matrices applied to every token are held packed (linear_pack, owned), the
+ * rest as they lie in the checkpoint. */
 typedef struct bert_layer {
-    float *qkv_w;                    /* (3D, D) query; key; value rows, owned */
+    float *qkv_w;                    /* packed (3D, D): query; key; value rows */
     float *qkv_b;                    /* (3D) owned */
-    const float *attn_out_w;         /* (D, D) attention.output.dense */
+    const float *attn_out_w;         /* packed (D, D) attention.output.dense */
     const float *attn_out_b;         /* (D) */
     const float *ln1_g, *ln1_b;      /* (D) attention.output.LayerNorm */
-    const float *ffn_in_w;           /* (I, D) intermediate.dense */
+    const float *ffn_in_w;           /* packed (I, D) intermediate.dense */
     const float *ffn_in_b;           /* (I) */
-    const float *ffn_out_w;          /* (D, I) output.dense */
+    const float *ffn_out_w;          /* packed (D, I) output.dense */
     const float *ffn_out_b;          /* (D) */
     const float *ln2_g, *ln2_b;      /* (D) output.LayerNorm */
 } bert_layer;
@@ -77,11 +80,11 @@ struct bert_model {
     const float *type;               /* (TV, D) */
     const float *emb_ln_g, *emb_ln_b; /* (D) */
     bert_layer *layers;              /* (L) */
-    const float *head_w, *head_b;    /* (D, D), (D) cls.predictions.transform.dense */
+    const float *head_w, *head_b;    /* packed (D, D), (D) cls.predictions.transform.dense */
     const float *head_ln_g, *head_ln_b; /* (D) cls.predictions.transform.LayerNorm */
     const float *decoder;            /* (V, D) its own, or the word embeddings */
     const float *decoder_b;          /* (V) cls.predictions.bias */
-    const float *pool_w, *pool_b;    /* (D, D), (D) bert.pooler.dense; NULL: no NSP */
+    const float *pool_w, *pool_b;    /* packed (D, D), (D) bert.pooler.dense; NULL: no NSP */
     const float *nsp_w, *nsp_b;      /* (2, D), (2) cls.seq_relationship */
     float **owned;                   /* converted or fused weights */
     int n_owned, cap_owned;
@@ -171,13 +174,51 @@ static const float *get(loader *ld, const char *name, int64_t d0, int64_t d1, bo
     return copy;
 }
 
-/* Reads the tensor, converted to float, into dst (d0 * max(d1, 1) floats). */
+/* The (out, in) matrix `src` packed into memory the model owns. */
+static float *pack(loader *ld, int64_t out, int64_t in, const float *src)
+{
+    float *panels = own_floats(ld, linear_packed_floats((int)out, (int)in));
+    if (panels && src)
+        linear_pack((int)out, (int)in, src, panels);
+    return panels;
+}
+
+/* The weight matrix called name, (out, in), packed; its checkpoint bytes are read
+ * once here and never again. */
+static const float *get_packed(loader *ld, const char *name, int64_t out, int64_t in,
+                               bool optional)
+{
+    const safetensors_tensor *t = find(ld, name, out, in, optional);
+    if (!t)
+        return NULL;
+    const float *src = safetensors_f32_data(t);
+    float *converted = NULL;
+    if (!src) {
+        converted = malloc((size_t)t->numel * sizeof(float));
+        engine_err e;
+        if (!converted)
+            loader_fail(ld, ENGINE_ERR_NOMEM, "out of memory for weights (%s)", name);
+        else if (safetensors_read_f32(t, converted, &e) != ENGINE_OK)
+            loader_fail(ld, ENGINE_ERR_FORMAT, "%s", e.msg);
+        src = converted;
+    }
+    const float *panels = ld->status == ENGINE_OK ? pack(ld, out, in, src) : NULL;
+    free(converted);
+    if (panels)
+        safetensors_drop(ld->st, t);
+    return panels;
+}
+
+/* Reads the tensor, converted to float, into dst (d0 * max(d1, 1) floats); its
+ * checkpoint bytes are not read again. */
 static void read_into(loader *ld, const char *name, int64_t d0, int64_t d1, float *dst)
 {
     const safetensors_tensor *t = dst ? find(ld, name, d0, d1, false) : NULL;
     engine_err e;
     if (t && safetensors_read_f32(t, dst, &e) != ENGINE_OK)
         loader_fail(ld, ENGINE_ERR_FORMAT, "%s", e.msg);
+    else if (t)
+        safetensors_drop(ld->st, t);
 }
 
 static void load_layer(loader *ld, int l, bert_layer *w)
@@ -188,23 +229,28 @@ static void load_layer(loader *ld, int l, bert_layer *w)
 #define KEY(suffix) (snprintf(name, sizeof name, "%s%s", at, suffix), name)
     snprintf(at, sizeof at, "%sencoder.layer.%d.", ld->prefix, l);
 
-    w->qkv_w = own_floats(ld, (size_t)(3 * D * D));
+    /* query, key and value stacked into one (3D, D) matrix before packing */
+    float *fused = malloc((size_t)(3 * D * D) * sizeof(float));
+    if (!fused)
+        loader_fail(ld, ENGINE_ERR_NOMEM, "out of memory for weights");
     w->qkv_b = own_floats(ld, (size_t)(3 * D));
     static const char *const qkv[3] = {"query", "key", "value"};
     for (int i = 0; i < 3; i++) {
         char suffix[64];
         snprintf(suffix, sizeof suffix, "attention.self.%s.weight", qkv[i]);
-        read_into(ld, KEY(suffix), D, D, w->qkv_w ? w->qkv_w + (size_t)i * D * D : NULL);
+        read_into(ld, KEY(suffix), D, D, fused ? fused + (size_t)i * D * D : NULL);
         snprintf(suffix, sizeof suffix, "attention.self.%s.bias", qkv[i]);
         read_into(ld, KEY(suffix), D, -1, w->qkv_b ? w->qkv_b + (size_t)i * D : NULL);
     }
-    w->attn_out_w = get(ld, KEY("attention.output.dense.weight"), D, D, false);
+    w->qkv_w = ld->status == ENGINE_OK ? pack(ld, 3 * D, D, fused) : NULL;
+    free(fused);
+    w->attn_out_w = get_packed(ld, KEY("attention.output.dense.weight"), D, D, false);
     w->attn_out_b = get(ld, KEY("attention.output.dense.bias"), D, -1, false);
     w->ln1_g = get(ld, KEY("attention.output.LayerNorm.weight"), D, -1, false);
     w->ln1_b = get(ld, KEY("attention.output.LayerNorm.bias"), D, -1, false);
-    w->ffn_in_w = get(ld, KEY("intermediate.dense.weight"), I, D, false);
+    w->ffn_in_w = get_packed(ld, KEY("intermediate.dense.weight"), I, D, false);
     w->ffn_in_b = get(ld, KEY("intermediate.dense.bias"), I, -1, false);
-    w->ffn_out_w = get(ld, KEY("output.dense.weight"), D, I, false);
+    w->ffn_out_w = get_packed(ld, KEY("output.dense.weight"), D, I, false);
     w->ffn_out_b = get(ld, KEY("output.dense.bias"), D, -1, false);
     w->ln2_g = get(ld, KEY("output.LayerNorm.weight"), D, -1, false);
     w->ln2_b = get(ld, KEY("output.LayerNorm.bias"), D, -1, false);
@@ -228,7 +274,7 @@ static void load_weights(loader *ld)
     for (int l = 0; l < c->num_hidden_layers && ld->status == ENGINE_OK; l++)
         load_layer(ld, l, &b->layers[l]);
 
-    b->head_w = get(ld, "cls.predictions.transform.dense.weight", D, D, false);
+    b->head_w = get_packed(ld, "cls.predictions.transform.dense.weight", D, D, false);
     b->head_b = get(ld, "cls.predictions.transform.dense.bias", D, -1, false);
     b->head_ln_g = get(ld, "cls.predictions.transform.LayerNorm.weight", D, -1, false);
     b->head_ln_b = get(ld, "cls.predictions.transform.LayerNorm.bias", D, -1, false);
@@ -248,7 +294,7 @@ static void load_weights(loader *ld)
     if (ld->status == ENGINE_OK && safetensors_find(ld->st, "cls.seq_relationship.weight")) {
         b->nsp_w = get(ld, "cls.seq_relationship.weight", 2, D, false);
         b->nsp_b = get(ld, "cls.seq_relationship.bias", 2, -1, false);
-        b->pool_w = get(ld, ENC("pooler.dense.weight"), D, D, false);
+        b->pool_w = get_packed(ld, ENC("pooler.dense.weight"), D, D, false);
         b->pool_b = get(ld, ENC("pooler.dense.bias"), D, -1, false);
     }
 #undef ENC
@@ -427,10 +473,12 @@ static void layer_tail(const bert_model *b, par_pool *pool, const bert_layer *w,
 {
     const int D = b->d, I = b->inter;
     const float eps = b->cfg.layer_norm_eps;
-    linear_forward(pool, rows, D, D, attn, w->attn_out_w, w->attn_out_b, ACT_NONE, 0.0f, tmp);
+    linear_forward_packed(pool, rows, D, D, attn, w->attn_out_w, w->attn_out_b, ACT_NONE, 0.0f,
+                          tmp);
     add_layernorm_rows(rows, D, x, tmp, w->ln1_g, w->ln1_b, eps, x);
-    linear_forward(pool, rows, D, I, x, w->ffn_in_w, w->ffn_in_b, b->act, 0.0f, hid);
-    linear_forward(pool, rows, I, D, hid, w->ffn_out_w, w->ffn_out_b, ACT_NONE, 0.0f, tmp);
+    linear_forward_packed(pool, rows, D, I, x, w->ffn_in_w, w->ffn_in_b, b->act, 0.0f, hid);
+    linear_forward_packed(pool, rows, I, D, hid, w->ffn_out_w, w->ffn_out_b, ACT_NONE, 0.0f,
+                          tmp);
     add_layernorm_rows(rows, D, x, tmp, w->ln2_g, w->ln2_b, eps, x);
 }
 
@@ -439,7 +487,7 @@ static void layer_full(const bert_model *b, const bert_layer *w, const bert_work
                        const engine_bert_seq *seqs, int n, int T)
 {
     const int D = b->d, D3 = 3 * b->d;
-    linear_forward(k->pool, T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
+    linear_forward_packed(k->pool, T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
     size_t off = 0;
     for (int s = 0; s < n; s++) {
         const int len = seqs[s].len;
@@ -458,7 +506,7 @@ static void layer_last(const bert_model *b, const bert_layer *w, const bert_work
                        bool masks, bool cls)
 {
     const int D = b->d, D3 = 3 * b->d;
-    linear_forward(k->pool, T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
+    linear_forward_packed(k->pool, T, D, D3, k->x, w->qkv_w, w->qkv_b, ACT_NONE, 0.0f, k->big);
     gather_rows(S, D, k->rows, k->big, D3, k->ta); /* the selected rows' queries */
     size_t off = 0, m = 0;
     for (int s = 0; s < n; s++) {
@@ -577,13 +625,13 @@ engine_status bert_forward(const bert_model *b, arena *a, par_pool *pool,
 
     /* Heads on the selected rows of k.ctx: masks first, then [CLS]. */
     if (mlm && M > 0) {
-        linear_forward(pool, M, D, D, k.ctx, b->head_w, b->head_b, b->act, 0.0f, k.ta);
+        linear_forward_packed(pool, M, D, D, k.ctx, b->head_w, b->head_b, b->act, 0.0f, k.ta);
         layernorm_rows(M, D, k.ta, b->head_ln_g, b->head_ln_b, eps, k.ta);
         linear_forward(pool, M, D, b->vocab, k.ta, b->decoder, b->decoder_b, ACT_NONE, 0.0f, mlm);
     }
     if (cls) {
-        linear_forward(pool, n, D, D, k.ctx + (size_t)M * D, b->pool_w, b->pool_b, ACT_TANH, 0.0f,
-                       k.tb);
+        linear_forward_packed(pool, n, D, D, k.ctx + (size_t)M * D, b->pool_w, b->pool_b, ACT_TANH,
+                              0.0f, k.tb);
         linear_forward(pool, n, D, 2, k.tb, b->nsp_w, b->nsp_b, ACT_NONE, 0.0f, nsp);
     }
     return ENGINE_OK;

@@ -95,6 +95,17 @@ struct par_pool;
 void linear_forward(struct par_pool *pool, int n, int in, int out, const float *x, const float *w,
                     const float *bias, act_kind act, float act_alpha, float *y);
 
+/* The same layer with W rearranged once (at load) for the engine's own GEMM kernel,
+ * which then never copies it again: for weights used on many rows, call after call
+ * (BERT's encoder).  panels: linear_packed_floats(out, in) floats, caller-owned,
+ * filled by linear_pack from w (out,in); w is not read afterwards.  Results do not
+ * depend on the pool's size. */
+size_t linear_packed_floats(int out, int in);
+void linear_pack(int out, int in, const float *w, float *panels);
+void linear_forward_packed(struct par_pool *pool, int n, int in, int out, const float *x,
+                           const float *panels, const float *bias, act_kind act,
+                           float act_alpha, float *y);
+
 /* ---- pooling ----------------------------------------------------------------- */
 
 typedef struct pool2d_params {
