@@ -1,22 +1,26 @@
 /* parallel.c — par_pool: a fork-join of a few threads, owned by one session.
  *
  * One job at a time, announced by bumping a generation number under the mutex; each
- * helper runs its part and the last one to finish wakes the caller.  Helpers sleep
- * on a condition variable between jobs: a forward makes ~50 calls at most, so the
- * wake-up (microseconds) is noise next to the work of each, and sleeping threads
- * leave the cores to BLAS and to the other sessions' workers.
+ * helper runs its part and the last one to finish wakes the caller.  Between jobs a
+ * waiting thread polls for PAR_SPIN_NS, then sleeps on a condition variable: jobs of
+ * one forward follow each other within microseconds, and polling saved a wake-up on
+ * each (default BERT at 28 tokens: 2.9 -> 1.7 ms median, BERT-base at 16 tokens:
+ * 37.7 -> 33.1 ms, alternating in one process), while a pool idle for longer sleeps
+ * and leaves the cores to BLAS and to the other sessions' workers.
  */
 #include "engine/parallel.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct par_pool {
     pthread_mutex_t mu;
     pthread_cond_t start; /* a new generation, or stop */
     pthread_cond_t done;  /* pending reached 0 */
-    unsigned long generation;
-    int pending;          /* helpers still running the current job */
+    atomic_ulong generation;
+    atomic_int pending;   /* helpers still running the current job */
     bool stop;
     void (*fn)(void *ctx, int part, int parts);
     void *ctx;
@@ -30,6 +34,53 @@ typedef struct helper_arg {
     int part;
 } helper_arg;
 
+/* How long a thread polls before it sleeps, waiting for the next job (a helper) or
+ * for the helpers to finish (the caller).  A forward is a chain of jobs microseconds
+ * apart; waking a sleeping thread on another CPU costs tens of microseconds (more
+ * under a hypervisor), each time, so a short poll saves it on every job but the
+ * first, and costs at most this much CPU after the last. */
+enum { PAR_SPIN_NS = 50000 };
+
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Polls until *word differs from value (true) or the spin time is spent (false). */
+static bool spin_while_ulong(atomic_ulong *word, unsigned long value)
+{
+    const long long end = now_ns() + PAR_SPIN_NS;
+    for (int i = 1;; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) != value)
+            return true;
+        if (i % 64 == 0 && now_ns() > end)
+            return false;
+        cpu_relax();
+    }
+}
+
+/* Polls until *word is 0 (true) or the spin time is spent (false). */
+static bool spin_until_zero(atomic_int *word)
+{
+    const long long end = now_ns() + PAR_SPIN_NS;
+    for (int i = 1;; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) == 0)
+            return true;
+        if (i % 64 == 0 && now_ns() > end)
+            return false;
+        cpu_relax();
+    }
+}
+
 static void *helper_main(void *arg_)
 {
     helper_arg *arg = arg_;
@@ -37,22 +88,29 @@ static void *helper_main(void *arg_)
     const int part = arg->part;
     free(arg);
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen)
-            pthread_cond_wait(&p->start, &p->mu);
-        if (p->stop)
-            break;
-        seen = p->generation;
+        if (!spin_while_ulong(&p->generation, seen)) {
+            pthread_mutex_lock(&p->mu);
+            while (!p->stop && atomic_load(&p->generation) == seen)
+                pthread_cond_wait(&p->start, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        /* stop is set under the mutex with a generation bump, so it is seen here */
+        pthread_mutex_lock(&p->mu);
+        const bool stop = p->stop;
         void (*fn)(void *, int, int) = p->fn;
         void *ctx = p->ctx;
         pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        seen = atomic_load(&p->generation);
         fn(ctx, part, p->threads);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0)
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
             pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -95,6 +153,7 @@ void par_pool_close(par_pool *p)
         return;
     pthread_mutex_lock(&p->mu);
     p->stop = true;
+    atomic_fetch_add(&p->generation, 1); /* ends the helpers' polling too */
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->started; i++)
@@ -120,13 +179,15 @@ void par_run(par_pool *p, void (*fn)(void *ctx, int part, int parts), void *ctx)
     pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
-    p->pending = p->threads - 1;
-    p->generation++;
+    atomic_store(&p->pending, p->threads - 1);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     fn(ctx, 0, p->threads);
+    if (spin_until_zero(&p->pending))
+        return;
     pthread_mutex_lock(&p->mu);
-    while (p->pending > 0)
+    while (atomic_load(&p->pending) > 0)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }

@@ -135,8 +135,8 @@ static void naive_attention(int tq, int tk, int heads, int dh, const float *q, i
 
 START_TEST(attention_matches_naive)
 {
-    /* dh 4 runs the kernels' scalar tails; dh 64 with 70 and 130 keys their 64-column
-     * blocks (BERT-base's shape) */
+    /* dh 4 runs the kernel's scalar columns only; dh 64 (BERT-base's) its 6 x 16 tiles,
+     * with every row remainder and 17..130 keys for the column remainders */
     static const int shapes[][2] = {{3, 4}, {2, 64}};
     static const int lens[] = {1, 2, 5, 17, 40, 70, 130};
     par_pool *pool;
