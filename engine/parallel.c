@@ -55,12 +55,13 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Polls until *word differs from value (true) or the spin time is spent (false). */
-static bool spin_while_ulong(atomic_ulong *word, unsigned long value)
+/* Polls until ready(p, arg) holds (true) or the spin time is spent (false). */
+static bool poll_until(bool (*ready)(par_pool *p, unsigned long arg), par_pool *p,
+                       unsigned long arg)
 {
     const long long end = now_ns() + PAR_SPIN_NS;
     for (int i = 1;; i++) {
-        if (atomic_load_explicit(word, memory_order_acquire) != value)
+        if (ready(p, arg))
             return true;
         if (i % 64 == 0 && now_ns() > end)
             return false;
@@ -68,17 +69,15 @@ static bool spin_while_ulong(atomic_ulong *word, unsigned long value)
     }
 }
 
-/* Polls until *word is 0 (true) or the spin time is spent (false). */
-static bool spin_until_zero(atomic_int *word)
+static bool new_job(par_pool *p, unsigned long seen)
 {
-    const long long end = now_ns() + PAR_SPIN_NS;
-    for (int i = 1;; i++) {
-        if (atomic_load_explicit(word, memory_order_acquire) == 0)
-            return true;
-        if (i % 64 == 0 && now_ns() > end)
-            return false;
-        cpu_relax();
-    }
+    return atomic_load_explicit(&p->generation, memory_order_acquire) != seen;
+}
+
+static bool helpers_done(par_pool *p, unsigned long unused)
+{
+    (void)unused;
+    return atomic_load_explicit(&p->pending, memory_order_acquire) == 0;
 }
 
 static void *helper_main(void *arg_)
@@ -89,7 +88,7 @@ static void *helper_main(void *arg_)
     free(arg);
     unsigned long seen = 0;
     for (;;) {
-        if (!spin_while_ulong(&p->generation, seen)) {
+        if (!poll_until(new_job, p, seen)) {
             pthread_mutex_lock(&p->mu);
             while (!p->stop && atomic_load(&p->generation) == seen)
                 pthread_cond_wait(&p->start, &p->mu);
@@ -184,7 +183,7 @@ void par_run(par_pool *p, void (*fn)(void *ctx, int part, int parts), void *ctx)
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     fn(ctx, 0, p->threads);
-    if (spin_until_zero(&p->pending))
+    if (poll_until(helpers_done, p, 0))
         return;
     pthread_mutex_lock(&p->mu);
     while (atomic_load(&p->pending) > 0)
